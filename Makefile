@@ -1,0 +1,21 @@
+# Two commands do everything: `make run` (the whole stack on embedded defaults) and `make test`.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: run test install bench-api clean
+
+$(VENV_STAMP): requirements.txt
+	@test -x $(PY) || python3 -m venv .venv
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(VENV_STAMP)
+
+install: $(VENV_STAMP)
+
+run: $(VENV_STAMP)
+	@bash scripts/run.sh
+
+test: $(VENV_STAMP)
+	@bash scripts/test.sh
+
+clean:
+	rm -rf var/ .pytest_cache

@@ -1,0 +1,118 @@
+"""Recording purchases (DOMAIN.md §1–3): one database transaction per accepted purchase."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from cashback.models import Transaction
+from cashback.selectors import cashback_rule_matching
+from cezbek.errors import Conflict, UnknownWallet
+from loyalty.services import loyalty_plan_commit, loyalty_purchase_plan
+from wallets.selectors import wallet_active
+from wallets.services import payout_create
+
+logger = logging.getLogger("cezbek.cashback")
+
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """A validated, normalised purchase as a partner posted it."""
+
+    partner_ref: str
+    msisdn: str
+    quantity: int
+    amount: Decimal
+    wallet: str
+    email: str = ""
+
+
+def cashback_compute(*, amount: Decimal, percentage: Decimal, cap: Decimal | None) -> Decimal:
+    """amount × percentage / 100, half-up to the cent, then capped."""
+    cashback = (amount * percentage / Decimal(100)).quantize(CENT, rounding=ROUND_HALF_UP)
+    if cap is not None and cashback > cap:
+        cashback = cap
+    return cashback
+
+
+def kezbek_ref_new() -> str:
+    """120 random bits, base32: unique by construction (and by the database's unique constraint)."""
+    return "KZ" + base64.b32encode(secrets.token_bytes(15)).decode()
+
+
+def _same_purchase(existing: Transaction, purchase: Purchase, wallet_id: int) -> bool:
+    return (
+        existing.msisdn == purchase.msisdn
+        and existing.quantity == purchase.quantity
+        and existing.amount == purchase.amount
+        and existing.wallet_id == wallet_id
+        and existing.email == purchase.email
+    )
+
+
+def transaction_record(*, partner, purchase: Purchase) -> tuple[Transaction, bool]:
+    """Records a purchase with its cashback, loyalty and payout; returns (transaction, created).
+
+    A repeat of the same partner_ref with the same content returns the stored transaction;
+    with different content it raises Conflict. Concurrent duplicates resolve to one transaction:
+    the database's unique constraint decides, and the losers read the winner's row.
+    """
+    wallet = wallet_active(code=purchase.wallet)
+    if wallet is None:
+        raise UnknownWallet.for_field("wallet", f"Unknown or inactive wallet {purchase.wallet!r}.")
+    for _ in range(3):
+        try:
+            return _transaction_insert(partner=partner, purchase=purchase, wallet=wallet), True
+        except IntegrityError:
+            existing = Transaction.objects.filter(partner=partner, partner_ref=purchase.partner_ref).first()
+            if existing is None:
+                continue  # a kezbek_ref collision (2^-120): draw again
+            if not _same_purchase(existing, purchase, wallet.id):
+                raise Conflict(
+                    f"partner_ref {purchase.partner_ref!r} was already used for a different purchase."
+                ) from None
+            return existing, False
+    raise IntegrityError("could not allocate a kezbek_ref")
+
+
+def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:
+    now = timezone.now()
+    with transaction.atomic():
+        # Lock the customer's loyalty state first: purchases of one customer run one at a time.
+        plan = loyalty_purchase_plan(partner=partner, msisdn=purchase.msisdn, now=now)
+        rule = cashback_rule_matching(partner=partner, quantity=purchase.quantity, amount=purchase.amount, at=now)
+        cashback = (
+            cashback_compute(amount=purchase.amount, percentage=rule.percentage, cap=rule.max_cashback) if rule else ZERO
+        )
+        total = cashback + plan.reward
+        txn = Transaction.objects.create(
+            kezbek_ref=kezbek_ref_new(),
+            partner=partner,
+            partner_ref=purchase.partner_ref,
+            msisdn=purchase.msisdn,
+            email=purchase.email,
+            quantity=purchase.quantity,
+            amount=purchase.amount,
+            wallet=wallet,
+            rule=rule,
+            cashback=cashback,
+            reward=plan.reward,
+            total=total,
+            tier_id=plan.after.rung.id,
+            tier_count=plan.after.count,
+            tier_expires_at=plan.after.expires_at,
+            created_at=now,
+        )
+        loyalty_plan_commit(plan=plan, transaction_id=txn.pk)
+        if total > 0:
+            payout_create(transaction_obj=txn, amount=total, now=now)
+    return txn

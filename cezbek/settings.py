@@ -1,0 +1,272 @@
+"""Cezbek settings: everything comes from the environment (OPERATIONS.md).
+
+Every variable has a default that serves the embedded single-machine setup (SQLite, local
+files, no servers); production values come from the environment only.
+"""
+
+import base64
+import hashlib
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("CEZBEK_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def envstr(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def envint(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return default if value in (None, "") else int(value)
+
+
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return default if value in (None, "") else float(value)
+
+
+def envdecimal(name: str, default: str) -> Decimal:
+    return Decimal(os.environ.get(name) or default)
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEVELOPMENT_SECRET_KEY = "django-insecure-cezbek-development-only"
+SECRET_KEY = envstr("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+DEBUG = envbool("DJANGO_DEBUG", True)
+ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "partners",
+    "cashback",
+    "loyalty",
+    "wallets",
+    "reports",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cezbek.urls"
+WSGI_APPLICATION = "cezbek.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "cezbek" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = envstr("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=envint("DATABASE_CONN_MAX_AGE", 600), conn_health_checks=True
+        )
+    }
+else:
+    # SQLite serialises writers; IMMEDIATE transactions and WAL let web, worker and beat share it.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "cezbek.sqlite3",
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": VAR_DIR / "test-cezbek.sqlite3"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache, replay guard, rate limits ------------------------------------------------------
+REDIS_URL = envstr("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": envstr("CEZBEK_CACHE_PREFIX", "cezbek"),
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cezbek"}}
+
+# --- Celery: at-least-once delivery ---------------------------------------------------------
+CELERY_BROKER_URL = envstr("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = VAR_DIR / "broker"
+    _broker_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "control_folder": str(_broker_dir),
+    }
+else:
+    # Longer than any countdown or ETA we schedule, so Redis never redelivers a task early.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 7200)}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = envint("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "Asia/Jakarta"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Internationalisation -------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "Asia/Jakarta"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(envstr("CEZBEK_MEDIA_ROOT", str(VAR_DIR / "media")))
+
+# --- REST framework and OpenAPI ---------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["partners.authentication.SignedRequestAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["partners.throttling.PartnerRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": ["cezbek.api.parsers.DecimalJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "cezbek.api.exception_handlers.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cezbek partner API",
+    "DESCRIPTION": (
+        "Record purchases, get cashback and loyalty rewards paid into the customer's e-wallet. "
+        "Every request is signed: see the `SignedRequest` security scheme."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+}
+
+# --- Cezbek ---------------------------------------------------------------------------------
+# Partner secrets at rest: one or more Fernet keys (comma-separated, newest first); any other
+# string is stretched into a key. The development default is derived from SECRET_KEY.
+CEZBEK_ENCRYPTION_KEYS = envlist("CEZBEK_ENCRYPTION_KEY", "") or [
+    base64.urlsafe_b64encode(hashlib.sha256(("cezbek-dev:" + SECRET_KEY).encode()).digest()).decode()
+]
+CEZBEK_SIGNATURE_MAX_SKEW_SECONDS = 300
+CEZBEK_RATE_LIMIT_PER_MINUTE = envint("CEZBEK_RATE_LIMIT_PER_MINUTE", 6000)
+CEZBEK_VELOCITY_WINDOW_SECONDS = envint("CEZBEK_VELOCITY_WINDOW_SECONDS", 600)
+CEZBEK_VELOCITY_LIMIT = envdecimal("CEZBEK_VELOCITY_LIMIT", "2000000.00")
+
+CEZBEK_SANDBOX_URL = envstr("CEZBEK_SANDBOX_URL", "http://127.0.0.1:8765").rstrip("/")
+CEZBEK_PROVIDER_CONNECT_TIMEOUT = envfloat("CEZBEK_PROVIDER_CONNECT_TIMEOUT", 3.05)
+CEZBEK_PROVIDER_READ_TIMEOUT = envfloat("CEZBEK_PROVIDER_READ_TIMEOUT", 10.0)
+
+
+def _provider_url(code: str) -> str:
+    return envstr(f"CEZBEK_PROVIDER_{code}_URL") or f"{CEZBEK_SANDBOX_URL}/{code.lower()}"
+
+
+# Wire details and sandbox defaults: docs/providers.md.
+CEZBEK_PROVIDERS = {
+    "LSAJAH2H": {
+        "url": _provider_url("LSAJAH2H"),
+        "email": envstr("CEZBEK_LSAJAH2H_EMAIL", "cezbek@sandbox.local"),
+        "password": envstr("CEZBEK_LSAJAH2H_PASSWORD", "lsaja-sandbox-secret"),
+    },
+    "GOPAIDH2H": {
+        "url": _provider_url("GOPAIDH2H"),
+        "api_key": envstr("CEZBEK_GOPAIDH2H_API_KEY", "gopaid-sandbox-key"),
+    },
+    "JOSVOH2H": {
+        "url": _provider_url("JOSVOH2H"),
+        "api_key": envstr("CEZBEK_JOSVOH2H_API_KEY", "josvo-sandbox-key"),
+    },
+    "MTRANS": {
+        "url": _provider_url("MTRANS"),
+        "username": envstr("CEZBEK_MTRANS_USERNAME", "cezbek"),
+        "password": envstr("CEZBEK_MTRANS_PASSWORD", "mtrans-sandbox-secret"),
+    },
+    "XENIT": {
+        "url": _provider_url("XENIT"),
+        "api_key": envstr("CEZBEK_XENIT_API_KEY", "xenit-sandbox-key"),
+        "callback_token": envstr("CEZBEK_XENIT_CALLBACK_TOKEN", "xenit-callback-token"),
+    },
+}
+# Where providers reach us for callbacks (Xenit).
+CEZBEK_PUBLIC_URL = envstr("CEZBEK_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# --- Logging: never a secret, signature or full key ---------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("CEZBEK_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = envbool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = envint("DJANGO_SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True

@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from cezbek.api import exception_handlers
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("cashback.urls")),
+    path("api/v1/", include("loyalty.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]
+
+handler400 = exception_handlers.json_400
+handler404 = exception_handlers.json_404
+handler500 = exception_handlers.json_500

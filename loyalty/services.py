@@ -1,0 +1,170 @@
+"""Loyalty writes (DOMAIN.md §2): every change under the state's row lock, with its journey entry."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import F
+
+from cezbek.errors import CezbekError
+from loyalty import rules
+from loyalty.models import JourneyEntry, LoyaltyState, TierLevel
+from loyalty.selectors import ladder_current, rung_for
+
+logger = logging.getLogger("cezbek.loyalty")
+
+
+@dataclass
+class PurchasePlan:
+    """What one purchase does to a locked loyalty state, computed before it is written."""
+
+    state: LoyaltyState
+    after: rules.Standing
+    steps: list[rules.Step]
+    reward: Decimal
+
+    @property
+    def tier_id(self) -> int:
+        return self.after.rung.id
+
+
+def loyalty_purchase_plan(*, partner, msisdn: str, now: datetime) -> PurchasePlan:
+    """Locks (creating if new) the customer's state and computes the purchase. Call inside atomic()."""
+    ladder = ladder_current()
+    if not ladder.rungs:
+        raise CezbekError("No loyalty tiers are configured.")
+    state = LoyaltyState.objects.select_for_update().select_related("tier").filter(partner=partner, msisdn=msisdn).first()
+    if state is None:
+        begin = rules.start(ladder, now)
+        # Two first purchases at once: one insert wins, the other is ignored; both then lock the row.
+        LoyaltyState.objects.bulk_create(
+            [
+                LoyaltyState(
+                    partner=partner,
+                    msisdn=msisdn,
+                    tier_id=begin.rung.id,
+                    count=0,
+                    entered_at=begin.entered_at,
+                    expires_at=begin.expires_at,
+                )
+            ],
+            ignore_conflicts=True,
+        )
+        state = LoyaltyState.objects.select_for_update().select_related("tier").get(partner=partner, msisdn=msisdn)
+    standing = rules.Standing(
+        rung=rung_for(state.tier), count=state.count, entered_at=state.entered_at, expires_at=state.expires_at
+    )
+    after, steps, reward = rules.purchase(ladder, standing, now)
+    return PurchasePlan(state=state, after=after, steps=steps, reward=reward)
+
+
+def loyalty_plan_commit(*, plan: PurchasePlan, transaction_id: int) -> None:
+    """Writes a planned purchase: the state and one journey entry per step."""
+    state = plan.state
+    state.tier_id = plan.after.rung.id
+    state.count = plan.after.count
+    state.entered_at = plan.after.entered_at
+    state.expires_at = plan.after.expires_at
+    state.save(update_fields=["tier", "count", "entered_at", "expires_at", "updated_at"])
+    JourneyEntry.objects.bulk_create(
+        [
+            JourneyEntry(
+                state=state,
+                transaction_id=transaction_id if step.reason != "DEMOTED" else None,
+                reason=step.reason,
+                tier_before_id=step.before.id,
+                tier_after_id=step.after.rung.id,
+                count=step.after.count,
+                reward=step.reward,
+                expires_at=step.after.expires_at,
+                created_at=step.at,
+            )
+            for step in plan.steps
+        ]
+    )
+
+
+def tier_expire_all(*, as_of: datetime, batch_size: int = 1000, progress=None) -> int:
+    """Applies step 2 to every state expired at as_of, in set-based batches; returns states moved.
+
+    Each pass takes one batch of expired states under lock and moves every state of one tier
+    with a single UPDATE, writing the journey with a single INSERT. A state expired for several
+    periods moves one rank per pass, exactly as the purchase path would move it.
+    """
+    ladder = ladder_current()
+    if not ladder.rungs:
+        return 0
+    moved_ids: set[int] = set()
+    tiers = {t.id: t for t in TierLevel.objects.all()}
+    while True:
+        with transaction.atomic():
+            batch = list(
+                LoyaltyState.objects.select_for_update(skip_locked=True)
+                .filter(expires_at__lte=as_of)
+                .order_by("id")
+                .values_list("id", "tier_id", "expires_at")[:batch_size]
+            )
+            if not batch:
+                break
+            by_tier: dict[int, list[int]] = {}
+            for state_id, tier_id, _ in batch:
+                by_tier.setdefault(tier_id, []).append(state_id)
+            entries = []
+            for tier_id, ids in by_tier.items():
+                entries.extend(_expire_tier_group(ladder, tiers[tier_id], ids, batch, as_of))
+            JourneyEntry.objects.bulk_create(entries)
+            moved_ids.update(state_id for state_id, _, _ in batch)
+        if progress:
+            progress(len(moved_ids))
+    return len(moved_ids)
+
+
+def _expire_tier_group(ladder, tier: TierLevel, ids: list[int], batch, as_of) -> list[JourneyEntry]:
+    """One set-based step for the states in `ids`, all on `tier`; returns their journey entries."""
+    rung = rung_for(tier)
+    lower = ladder.lower(rung)
+    wanted = set(ids)
+    expiries = {state_id: expires_at for state_id, _, expires_at in batch if state_id in wanted}
+    if lower is None:
+        # Lowest rank stays: each state jumps past every whole period at once (see rules.expire).
+        entries = []
+        for state_id in ids:
+            standing, steps = rules.expire(
+                ladder, rules.Standing(rung=rung, count=0, entered_at=expiries[state_id], expires_at=expiries[state_id]), as_of
+            )
+            step = steps[0]
+            LoyaltyState.objects.filter(id=state_id).update(
+                count=0, entered_at=step.at, expires_at=step.after.expires_at
+            )
+            entries.append(_journey_entry(state_id, tier.id, step.after, step.at))
+        return entries
+    update = {"tier_id": lower.id, "count": 0, "entered_at": F("expires_at")}
+    if lower.validity_days:
+        update["expires_at"] = F("expires_at") + timedelta(days=lower.validity_days)
+    else:
+        update["expires_at"] = None
+    LoyaltyState.objects.filter(id__in=ids).update(**update)
+    entries = []
+    for state_id in ids:
+        old = expiries[state_id]
+        expires_at = old + timedelta(days=lower.validity_days) if lower.validity_days else None
+        after = rules.Standing(rung=lower, count=0, entered_at=old, expires_at=expires_at)
+        entries.append(_journey_entry(state_id, tier.id, after, old))
+    return entries
+
+
+def _journey_entry(state_id: int, before_id: int, after: rules.Standing, at) -> JourneyEntry:
+    return JourneyEntry(
+        state_id=state_id,
+        reason=JourneyEntry.Reason.DEMOTED,
+        tier_before_id=before_id,
+        tier_after_id=after.rung.id,
+        count=0,
+        reward=Decimal("0.00"),
+        expires_at=after.expires_at,
+        created_at=at,
+    )

@@ -1,0 +1,96 @@
+"""Signed partner requests (API.md "Authentication") as a DRF authentication class."""
+
+import logging
+import time
+
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework.authentication import BaseAuthentication
+
+from cezbek.api.exception_handlers import AUTHENTICATE_HEADER
+from cezbek.errors import AuthenticationFailed, ReplayedRequest, SignatureExpired
+from partners import services, signing
+from partners.guards import replay_guard_claim
+from partners.selectors import credential_for_key
+
+logger = logging.getLogger("cezbek.auth")
+
+
+class SignedRequestAuthentication(BaseAuthentication):
+    """Authenticates X-Cezbek-Key / -Timestamp / -Signature; request.user becomes the Partner."""
+
+    def authenticate(self, request):
+        meta = request.META
+        key_id = meta.get("HTTP_X_CEZBEK_KEY", "")
+        timestamp = meta.get("HTTP_X_CEZBEK_TIMESTAMP", "")
+        signature = meta.get("HTTP_X_CEZBEK_SIGNATURE", "")
+        if not (key_id and timestamp and signature):
+            raise AuthenticationFailed(
+                "Missing signing headers: X-Cezbek-Key, X-Cezbek-Timestamp and X-Cezbek-Signature are required."
+            )
+        credential = credential_for_key(key_id=key_id)
+        if credential is None:
+            logger.warning("refused: unknown or revoked key %s…", key_id[:8])
+            raise AuthenticationFailed("Unknown or revoked key.")
+        partner = credential.partner
+        if not partner.active:
+            logger.warning("refused: inactive partner %s", partner.code)
+            raise AuthenticationFailed("Partner is inactive.")
+        if not timestamp.isdigit():
+            raise AuthenticationFailed("X-Cezbek-Timestamp must be Unix time in whole seconds.")
+        skew = abs(time.time() - int(timestamp))
+        if skew > settings.CEZBEK_SIGNATURE_MAX_SKEW_SECONDS:
+            logger.warning("refused: partner %s timestamp %d s off", partner.code, int(skew))
+            raise SignatureExpired(
+                f"X-Cezbek-Timestamp is more than {settings.CEZBEK_SIGNATURE_MAX_SKEW_SECONDS} s away from server time."
+            )
+        expected = signing.sign(
+            secret=services.credential_secret(credential=credential),
+            method=request.method,
+            path=request.get_full_path(),
+            timestamp=timestamp,
+            body=request.body,
+        )
+        if not signing.signature_matches(expected=expected, given=signature):
+            logger.warning("refused: bad signature from partner %s key %s…", partner.code, credential.key_prefix)
+            raise AuthenticationFailed("Bad signature.")
+        # Twice the skew window: a signature stays replayable for as long as its timestamp is accepted.
+        if not replay_guard_claim(signature=signature, ttl_seconds=2 * settings.CEZBEK_SIGNATURE_MAX_SKEW_SECONDS + 1):
+            logger.warning("refused: replayed request from partner %s", partner.code)
+            raise ReplayedRequest("This signature was already used.")
+        return partner, credential
+
+    def authenticate_header(self, request):
+        return AUTHENTICATE_HEADER
+
+
+class SignedRequestScheme(OpenApiAuthenticationExtension):
+    target_class = "partners.authentication.SignedRequestAuthentication"
+    name = ["CezbekKey", "CezbekTimestamp", "CezbekSignature"]
+
+    def get_security_definition(self, auto_schema):
+        return [
+            {
+                "type": "apiKey",
+                "in": "header",
+                "name": signing.KEY_HEADER,
+                "description": "Your key id (public). Issued by Kezbek operations; rotatable.",
+            },
+            {
+                "type": "apiKey",
+                "in": "header",
+                "name": signing.TIMESTAMP_HEADER,
+                "description": "Unix time in seconds; refused (401 signature_expired) when more than 300 s away.",
+            },
+            {
+                "type": "apiKey",
+                "in": "header",
+                "name": signing.SIGNATURE_HEADER,
+                "description": (
+                    "Lowercase hex HMAC-SHA256, keyed with your secret, of the string to sign: these lines "
+                    "joined by \\n — the HTTP method in upper case; the path with its query string exactly "
+                    "as sent; the timestamp; the lowercase hex SHA-256 of the raw body (of the empty string "
+                    "when there is no body). Each signature is accepted once (401 replayed_request)."
+                ),
+            },
+        ]

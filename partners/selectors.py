@@ -1,0 +1,14 @@
+from partners.models import Partner, PartnerCredential
+
+
+def credential_for_key(*, key_id: str) -> PartnerCredential | None:
+    """The live (not revoked) credential with this key id, with its partner, or None."""
+    return (
+        PartnerCredential.objects.select_related("partner")
+        .filter(key_id=key_id, revoked_at__isnull=True)
+        .first()
+    )
+
+
+def partner_by_code(*, code: str) -> Partner | None:
+    return Partner.objects.filter(code=code).first()

@@ -1,0 +1,1 @@
+# Reconciliation runs and partner invoices live here (DOMAIN.md §7).

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The test command (README: `make test`). Uses PostgreSQL and Redis when they run on this
+# machine, starts them when it can, and otherwise says what it skipped and why.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PG_URL="${CEZBEK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/cezbek}"
+REDIS="${CEZBEK_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+PY=.venv/bin/python
+
+pg_up() { "$PY" - "$PG_URL" <<'PYEOF' >/dev/null 2>&1
+import sys, psycopg
+u = sys.argv[1].rsplit("/", 1)[0] + "/postgres"
+psycopg.connect(u, connect_timeout=3).close()
+PYEOF
+}
+redis_up() { "$PY" - "$REDIS" <<'PYEOF' >/dev/null 2>&1
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=2).ping()
+PYEOF
+}
+
+if ! pg_up; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    echo "test: PostgreSQL is not answering; starting the local cluster"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start >/dev/null 2>&1 || true
+    for _ in $(seq 1 20); do pg_up && break; sleep 0.5; done
+  fi
+fi
+if pg_up; then
+  export DATABASE_URL="$PG_URL"
+  echo "test: PostgreSQL at ${PG_URL%%\?*}"
+else
+  unset DATABASE_URL
+  echo "test: SKIPPING the PostgreSQL tests (concurrency, locking, constraints): no PostgreSQL at $PG_URL and none could be started; the rest runs on SQLite"
+fi
+
+if ! redis_up; then
+  if command -v redis-server >/dev/null 2>&1; then
+    echo "test: Redis is not answering; starting redis-server on 6379"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 || true
+    for _ in $(seq 1 20); do redis_up && break; sleep 0.5; done
+  fi
+fi
+if redis_up; then
+  export REDIS_URL="$REDIS"
+  echo "test: Redis at $REDIS"
+else
+  unset REDIS_URL
+  echo "test: SKIPPING the Redis tests (shared replay guard, rate limit, breakers): no Redis at $REDIS and none could be started; in-process equivalents are tested instead"
+fi
+
+export DJANGO_SETTINGS_MODULE=cezbek.settings
+export CEZBEK_VAR_DIR="${CEZBEK_VAR_DIR:-$PWD/var/test}"
+export CEZBEK_CACHE_PREFIX="cezbek-test-$$"
+exec "$PY" -m pytest "$@"

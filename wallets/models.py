@@ -1,0 +1,122 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Wallet(models.Model):
+    """A customer e-wallet that receives money: LSAJA, GPAID, JOSVO."""
+
+    code = models.CharField(max_length=16, unique=True)
+    name = models.CharField(max_length=100)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Provider(models.Model):
+    """A route that can credit wallets: a direct H2H link or an aggregator."""
+
+    class Kind(models.TextChoices):
+        H2H = "h2h", "Host-to-host"
+        AGGREGATOR = "aggregator", "Aggregator"
+
+    code = models.CharField(max_length=16, unique=True)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    priority = models.PositiveIntegerField(default=100, help_text="Breaks fee ties: lower wins.")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Fee(models.Model):
+    """What one provider charges to credit one wallet: flat + percent of the amount (DOMAIN.md §4)."""
+
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="fees")
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="fees")
+    flat_fee = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0.00"))
+    percent_fee = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal("0.00"))
+    active = models.BooleanField(default=True)
+    archived = models.BooleanField(default=False, editable=False)
+
+    class Meta:
+        ordering = ["wallet__code", "provider__priority", "provider__code"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "wallet"], condition=Q(archived=False), name="fee_unique_live_route"
+            ),
+            models.CheckConstraint(condition=Q(flat_fee__gte=0), name="fee_flat_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(percent_fee__gte=0) & Q(percent_fee__lte=100), name="fee_percent_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider_id}→{self.wallet_id}: {self.flat_fee} + {self.percent_fee}%"
+
+
+class Payout(models.Model):
+    """Money owed to a customer for one transaction, and where its delivery stands (DOMAIN.md §5)."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        HELD = "HELD"
+        SENDING = "SENDING"
+        AWAITING_CALLBACK = "AWAITING_CALLBACK"
+        UNKNOWN = "UNKNOWN"
+        SUCCEEDED = "SUCCEEDED"
+        FAILED = "FAILED"
+        MANUAL_REVIEW = "MANUAL_REVIEW"
+        CANCELLED = "CANCELLED"
+
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.MANUAL_REVIEW, Status.CANCELLED})
+
+    transaction = models.OneToOneField("cashback.Transaction", on_delete=models.PROTECT, related_name="payout")
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT)
+    msisdn = models.CharField(max_length=15)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    flags = models.JSONField(default=list, blank=True)
+    provider = models.ForeignKey(Provider, null=True, blank=True, on_delete=models.PROTECT)
+    provider_ref = models.CharField(max_length=100, blank=True)
+    fee = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    dearest_fee = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive")]
+        indexes = [models.Index(fields=["msisdn", "created_at"], name="payout_msisdn_recent")]
+
+    def __str__(self) -> str:
+        return f"payout {self.pk} {self.amount} {self.status}"
+
+
+class PayoutEvent(models.Model):
+    """History: one row for every state change of a payout, written in the same transaction."""
+
+    payout = models.ForeignKey(Payout, on_delete=models.PROTECT, related_name="events")
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20)
+    note = models.TextField(blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '∅'} → {self.to_status}"
