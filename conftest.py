@@ -27,7 +27,10 @@ def pytest_collection_modifyitems(config, items):
 def _clear_cache():
     from django.core.cache import cache
 
-    cache.clear()
+    if hasattr(cache, "delete_pattern"):  # Redis: only this run's keys (CEZBEK_CACHE_PREFIX)
+        cache.delete_pattern("*")
+    else:
+        cache.clear()
     yield
 
 

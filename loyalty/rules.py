@@ -38,6 +38,9 @@ class Ladder:
     def lower(self, rung: Rung) -> Rung | None:
         return next((r for r in reversed(self.rungs) if r.rank < rung.rank), None)
 
+    def by_id(self, tier_id: int) -> Rung | None:
+        return next((r for r in self.rungs if r.id == tier_id), None)
+
     def reward(self, rung: Rung, nth: int) -> Decimal:
         return self.rewards.get((rung.id, nth), ZERO)
 

@@ -37,7 +37,10 @@ def loyalty_purchase_plan(*, partner, msisdn: str, now: datetime) -> PurchasePla
     ladder = ladder_current()
     if not ladder.rungs:
         raise CezbekError("No loyalty tiers are configured.")
-    state = LoyaltyState.objects.select_for_update().select_related("tier").filter(partner=partner, msisdn=msisdn).first()
+    # Lock the state row alone: with a JOIN, PostgreSQL re-checks the join after waiting for the
+    # lock, and a row whose tier a concurrent purchase just changed would silently drop out.
+    locked = LoyaltyState.objects.select_for_update()
+    state = locked.filter(partner=partner, msisdn=msisdn).first()
     if state is None:
         begin = rules.start(ladder, now)
         # Two first purchases at once: one insert wins, the other is ignored; both then lock the row.
@@ -54,10 +57,9 @@ def loyalty_purchase_plan(*, partner, msisdn: str, now: datetime) -> PurchasePla
             ],
             ignore_conflicts=True,
         )
-        state = LoyaltyState.objects.select_for_update().select_related("tier").get(partner=partner, msisdn=msisdn)
-    standing = rules.Standing(
-        rung=rung_for(state.tier), count=state.count, entered_at=state.entered_at, expires_at=state.expires_at
-    )
+        state = locked.get(partner=partner, msisdn=msisdn)
+    rung = ladder.by_id(state.tier_id) or rung_for(TierLevel.objects.get(pk=state.tier_id))
+    standing = rules.Standing(rung=rung, count=state.count, entered_at=state.entered_at, expires_at=state.expires_at)
     after, steps, reward = rules.purchase(ladder, standing, now)
     return PurchasePlan(state=state, after=after, steps=steps, reward=reward)
 

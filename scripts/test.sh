@@ -4,7 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-PG_URL="${CEZBEK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/cezbek}"
+# One database per run (pytest-django creates test_<name> and drops it), so runs never collide.
+PG_URL="${CEZBEK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/cezbek_$$}"
 REDIS="${CEZBEK_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 PY=.venv/bin/python
 
