@@ -1,0 +1,47 @@
+"""The OpenAPI schema documents the signing headers, every field and every error (API.md)."""
+
+import json
+
+import pytest
+
+from cezbek.api.docs import ERROR_CODES
+
+
+@pytest.fixture
+def schema(client, db):
+    response = client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+def test_schema_lists_every_endpoint_with_signing(schema):
+    paths = schema["paths"]
+    assert set(paths) >= {"/api/v1/cashbacks", "/api/v1/cashbacks/{kezbek_ref}", "/api/v1/customers/{msisdn}/tier"}
+    schemes = schema["components"]["securitySchemes"]
+    assert {s["name"] for s in schemes.values()} == {"X-Cezbek-Key", "X-Cezbek-Timestamp", "X-Cezbek-Signature"}
+    for operations in paths.values():
+        for operation in operations.values():
+            header_params = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+            assert header_params == {"X-Cezbek-Key", "X-Cezbek-Timestamp", "X-Cezbek-Signature"}
+            assert {"400", "401", "429", "500"} <= set(operation["responses"])
+
+
+def test_schema_documents_fields_and_error_codes(schema):
+    components = schema["components"]["schemas"]
+    request = components["PurchaseInputRequest"]
+    assert set(request["required"]) == {"partner_ref", "msisdn", "quantity", "amount", "wallet"}
+    assert set(request["properties"]) == {"partner_ref", "msisdn", "email", "quantity", "amount", "wallet"}
+    output = components["TransactionOutput"]["properties"]
+    assert set(output) == {"kezbek_ref", "partner_ref", "msisdn", "wallet", "quantity", "amount", "cashback", "reward", "total", "tier", "payout", "created_at"}
+    code = components["ErrorBody"]["properties"]["code"]
+    if "$ref" in code:
+        code = components[code["$ref"].rsplit("/", 1)[1]]
+    assert code["enum"] == ERROR_CODES
+    create = schema["paths"]["/api/v1/cashbacks"]["post"]["responses"]
+    assert {"200", "201", "409"} <= set(create)
+
+
+def test_swagger_ui_is_served(client, db):
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"swagger" in response.content.lower()
