@@ -1,6 +1,7 @@
 """Fixtures shared by every app's tests: the reference configuration and a signing client."""
 
 import json
+import os
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -12,7 +13,14 @@ from django.db import connection
 from partners.signing import signed_headers
 
 
+def _django_configured() -> bool:
+    # The sandbox's own tests run with `-p no:django`: nothing here may need Django then.
+    return bool(os.environ.get("DJANGO_SETTINGS_MODULE")) or settings.configured
+
+
 def pytest_collection_modifyitems(config, items):
+    if not _django_configured():
+        return
     on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
     skip_pg = pytest.mark.skip(reason="needs PostgreSQL (DATABASE_URL unset: running on SQLite)")
     skip_redis = pytest.mark.skip(reason="needs Redis (REDIS_URL unset)")
@@ -25,6 +33,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _clear_cache():
+    if not _django_configured():
+        yield
+        return
     from django.core.cache import cache
 
     if hasattr(cache, "delete_pattern"):  # Redis: only this run's keys (CEZBEK_CACHE_PREFIX)

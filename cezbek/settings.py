@@ -35,7 +35,7 @@ def envint(name: str, default: int) -> int:
 
 def envfloat(name: str, default: float) -> float:
     value = os.environ.get(name)
-    return default if value in (None, "") else float(value)
+    return float(default) if value in (None, "") else float(value)
 
 
 def envdecimal(name: str, default: str) -> Decimal:
@@ -156,6 +156,7 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_DEFAULT_QUEUE = envstr("CEZBEK_QUEUE", "celery")
 CELERY_TIMEZONE = "Asia/Jakarta"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
@@ -270,3 +271,26 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# --- Payout delivery (DOMAIN.md §4–5) ------------------------------------------------------------
+CEZBEK_BREAKER_FAIL_MAX = envint("CEZBEK_BREAKER_FAIL_MAX", 5)
+CEZBEK_BREAKER_RESET_SECONDS = envfloat("CEZBEK_BREAKER_RESET_SECONDS", 30)
+# An unknown outcome is inquired about only after this long: longer than any request can stay
+# in flight (connect + read timeout, with margin), so "no such transfer" really means nothing moved.
+CEZBEK_UNKNOWN_GRACE_SECONDS = envfloat(
+    "CEZBEK_UNKNOWN_GRACE_SECONDS", 2 * (CEZBEK_PROVIDER_CONNECT_TIMEOUT + CEZBEK_PROVIDER_READ_TIMEOUT)
+)
+CEZBEK_CALLBACK_WAIT_SECONDS = envfloat("CEZBEK_CALLBACK_WAIT_SECONDS", 45)  # Xenit calls back within 30 s
+CEZBEK_RETRY_BASE_SECONDS = envfloat("CEZBEK_RETRY_BASE_SECONDS", 5)
+CEZBEK_RETRY_MAX_SECONDS = envfloat("CEZBEK_RETRY_MAX_SECONDS", 600)
+CEZBEK_RESOLVE_MAX_CHECKS = envint("CEZBEK_RESOLVE_MAX_CHECKS", 8)
+# A payout SENDING for longer than this lost its worker: it must exceed connect + read timeout.
+CEZBEK_SENDING_STALE_SECONDS = envfloat(
+    "CEZBEK_SENDING_STALE_SECONDS", max(60.0, 3 * (CEZBEK_PROVIDER_CONNECT_TIMEOUT + CEZBEK_PROVIDER_READ_TIMEOUT))
+)
+CEZBEK_PENDING_IDLE_SECONDS = envfloat("CEZBEK_PENDING_IDLE_SECONDS", 60)
+CEZBEK_SWEEP_INTERVAL_SECONDS = envfloat("CEZBEK_SWEEP_INTERVAL_SECONDS", 30)
+
+CELERY_BEAT_SCHEDULE = {
+    "payout-sweeper": {"task": "wallets.payout_sweep", "schedule": CEZBEK_SWEEP_INTERVAL_SECONDS},
+}

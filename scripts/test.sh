@@ -54,4 +54,5 @@ fi
 export DJANGO_SETTINGS_MODULE=cezbek.settings
 export CEZBEK_VAR_DIR="${CEZBEK_VAR_DIR:-$PWD/var/test}"
 export CEZBEK_CACHE_PREFIX="cezbek-test-$$"
+export CEZBEK_QUEUE="cezbek-test-$$"  # end-to-end workers of concurrent runs never share a queue
 exec "$PY" -m pytest "$@"

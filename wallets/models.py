@@ -87,12 +87,18 @@ class Payout(models.Model):
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
     flags = models.JSONField(default=list, blank=True)
+    # The route: where the money is (or was last) going, and what it costs against the dearest route.
     provider = models.ForeignKey(Provider, null=True, blank=True, on_delete=models.PROTECT)
-    provider_ref = models.CharField(max_length=100, blank=True)
+    reference = models.CharField(max_length=64, blank=True, help_text="Our client reference at the provider.")
+    provider_ref = models.CharField(max_length=100, blank=True, help_text="The provider's own reference.")
     fee = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     dearest_fee = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    next_check_at = models.DateTimeField(null=True, blank=True)
+    # Every claim by a worker increments `lease`; a worker writes its outcome only while the lease
+    # is still its own, so a worker that lost the payout (crash, sweeper) can change nothing.
+    lease = models.PositiveIntegerField(default=0)
+    checks = models.PositiveIntegerField(default=0, help_text="Status inquiries so far.")
+    next_check_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    retried_at = models.DateTimeField(null=True, blank=True, help_text="Last operator retry: earlier refusals no longer count.")
     created_at = models.DateTimeField(db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -103,6 +109,47 @@ class Payout(models.Model):
 
     def __str__(self) -> str:
         return f"payout {self.pk} {self.amount} {self.status}"
+
+
+class PayoutAttempt(models.Model):
+    """One conversation with a provider about a payout: a send, a status inquiry or a callback.
+
+    Written as IN_FLIGHT and committed before the request leaves, so that after a crash we
+    know exactly which provider and reference to ask about.
+    """
+
+    class Kind(models.TextChoices):
+        SEND = "SEND"
+        INQUIRY = "INQUIRY"
+        CALLBACK = "CALLBACK"
+
+    class Outcome(models.TextChoices):
+        IN_FLIGHT = "IN_FLIGHT"
+        CREDITED = "CREDITED"
+        PENDING = "PENDING"
+        REFUSED = "REFUSED"
+        UNAVAILABLE = "UNAVAILABLE"
+        BREAKER_OPEN = "BREAKER_OPEN"
+        UNKNOWN = "UNKNOWN"
+        NOT_FOUND = "NOT_FOUND"
+
+    payout = models.ForeignKey(Payout, on_delete=models.PROTECT, related_name="attempt_rows")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    reference = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices, default=Outcome.IN_FLIGHT)
+    provider_ref = models.CharField(max_length=100, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    message = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["provider", "reference"], name="attempt_provider_reference")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.provider_id} {self.outcome}"
 
 
 class PayoutEvent(models.Model):

@@ -1,15 +1,57 @@
-"""Payout writes (DOMAIN.md §3, §5): every state change with its history row, in one transaction."""
+"""Payout writes (DOMAIN.md §3, §5): never lose money, never pay twice.
+
+How a payout moves, and why it is safe:
+- A worker *claims* a payout with a conditional update (status and `lease` must be what it read)
+  and commits an IN_FLIGHT attempt row naming the provider and reference before the request
+  leaves. Only the holder of the current lease may write the outcome.
+- A definite refusal (nothing moved) sends the payout back to PENDING and on to the next cheapest
+  route; that provider is never tried again for this payout.
+- An unknown outcome is never re-sent blindly: the payout waits in UNKNOWN for a grace period
+  longer than any request can stay in flight, then a status inquiry decides. Only "no such
+  transfer" lets it be sent again. A provider without inquiry or idempotent references
+  (GoPaid) sends it to MANUAL_REVIEW instead.
+- Xenit's PENDING waits in AWAITING_CALLBACK for the signed callback, or is finished by inquiry.
+- The sweeper resumes whatever a crash left behind, with back-off and a ceiling after which
+  the payout goes to MANUAL_REVIEW.
+"""
+
+from __future__ import annotations
 
 import logging
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+import pybreaker
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 from kombu.exceptions import KombuError
 
-from wallets.models import Payout, PayoutEvent
+from cezbek.errors import CezbekError, NotFound, ValidationFailed
+from wallets import selectors
+from wallets.breakers import breaker_for
+from wallets.models import Payout, PayoutAttempt, PayoutEvent
+from wallets.providers import (
+    Credited,
+    Pending,
+    ProviderError,
+    Refused,
+    TransferNotFound,
+    Unavailable,
+    Unknown,
+    get_client,
+)
 
 logger = logging.getLogger("cezbek.payouts")
+
+S = Payout.Status
+O = PayoutAttempt.Outcome
+RESOLVABLE = (S.UNKNOWN, S.AWAITING_CALLBACK)
+
+
+# --- creation ------------------------------------------------------------------------------
 
 
 def payout_create(*, transaction_obj, amount: Decimal, now: datetime) -> Payout:
@@ -19,19 +61,433 @@ def payout_create(*, transaction_obj, amount: Decimal, now: datetime) -> Payout:
         wallet_id=transaction_obj.wallet_id,
         msisdn=transaction_obj.msisdn,
         amount=amount,
-        status=Payout.Status.PENDING,
+        status=S.PENDING,
         created_at=now,
     )
-    PayoutEvent.objects.create(payout=payout, from_status="", to_status=Payout.Status.PENDING, note="created")
+    PayoutEvent.objects.create(payout=payout, from_status="", to_status=S.PENDING, note="created")
     transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
     return payout
 
 
-def payout_enqueue(*, payout_id: int) -> None:
-    """Queues delivery. A broker outage loses nothing: the sweeper picks up PENDING payouts."""
-    from wallets.tasks import payout_deliver
+def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = False) -> None:
+    """Queues delivery (or resolution). A broker outage loses nothing: the sweeper finds the payout."""
+    from wallets.tasks import payout_deliver, payout_resolve
 
+    task = payout_resolve if resolve else payout_deliver
     try:
-        payout_deliver.delay(payout_id)
+        task.apply_async((payout_id,), countdown=countdown or None)
     except KombuError:
         logger.exception("could not queue payout %s; the sweeper will pick it up", payout_id)
+
+
+# --- the state machine's single write path ----------------------------------------------------
+
+
+def _move(
+    payout: Payout,
+    to: str,
+    *,
+    expect: tuple[str, ...],
+    note: str = "",
+    actor=None,
+    **fields,
+) -> bool:
+    """Moves the payout if it is still in one of `expect` under the lease we hold; records the event.
+
+    Returns False (and changes nothing) when someone else moved it first.
+    """
+    moved = (
+        Payout.objects.filter(pk=payout.pk, status__in=expect, lease=payout.lease)
+        .update(status=to, updated_at=timezone.now(), **fields)
+    )
+    if moved != 1:
+        return False
+    PayoutEvent.objects.create(payout_id=payout.pk, from_status=payout.status, to_status=to, note=note[:2000], actor=actor)
+    logger.info("payout %s %s → %s %s", payout.pk, payout.status, to, note)
+    payout.status = to
+    for name, value in fields.items():
+        if not hasattr(value, "resolve_expression"):
+            setattr(payout, name, value)
+    return True
+
+
+def _claim(payout: Payout, *, expect: tuple[str, ...], provider_id: int, reference: str, kind: str, note: str, **fields) -> PayoutAttempt | None:
+    """Takes the payout for one conversation with a provider: SENDING under a new lease, IN_FLIGHT row committed."""
+    with transaction.atomic():
+        taken = (
+            Payout.objects.filter(pk=payout.pk, status__in=expect, lease=payout.lease)
+            .update(
+                status=S.SENDING,
+                lease=F("lease") + 1,
+                provider_id=provider_id,
+                reference=reference,
+                updated_at=timezone.now(),
+                **fields,
+            )
+        )
+        if taken != 1:
+            return None
+        PayoutEvent.objects.create(payout_id=payout.pk, from_status=payout.status, to_status=S.SENDING, note=note)
+        attempt = PayoutAttempt.objects.create(payout_id=payout.pk, provider_id=provider_id, kind=kind, reference=reference)
+    payout.status, payout.lease, payout.provider_id, payout.reference = S.SENDING, payout.lease + 1, provider_id, reference
+    for name, value in fields.items():
+        if not hasattr(value, "resolve_expression"):
+            setattr(payout, name, value)
+    return attempt
+
+
+def _finish_attempt(attempt: PayoutAttempt, outcome: str, *, started: float, http_status=None, provider_ref="", message="") -> None:
+    PayoutAttempt.objects.filter(pk=attempt.pk).update(
+        outcome=outcome,
+        http_status=http_status,
+        provider_ref=provider_ref or "",
+        latency_ms=int((time.monotonic() - started) * 1000),
+        message=str(message)[:300],
+    )
+
+
+def _backoff(step: int) -> float:
+    return min(settings.CEZBEK_RETRY_BASE_SECONDS * (2 ** max(step, 0)), settings.CEZBEK_RETRY_MAX_SECONDS)
+
+
+def payout_reference(*, kezbek_ref: str, provider_code: str) -> str:
+    """Our client reference at a provider: stable across retries of one payout with one provider."""
+    return f"{kezbek_ref}-{provider_code}"
+
+
+# --- delivery ----------------------------------------------------------------------------------
+
+
+def payout_deliver(*, payout_id: int) -> str | None:
+    """Sends a PENDING payout through the cheapest healthy route, failing over on refusals.
+
+    Safe to run twice: only the worker whose claim succeeds sends. Returns the final status
+    this call left the payout in (None when there was nothing to do).
+    """
+    payout = Payout.objects.select_related("transaction", "wallet").filter(pk=payout_id).first()
+    if payout is None or payout.status != S.PENDING:
+        return None
+    refused = selectors.payout_refused_by(payout=payout)
+    skipped: set[str] = set()  # unavailable right now: not refused for good
+    while True:
+        route = selectors.cheapest_route(wallet_id=payout.wallet_id, amount=payout.amount, exclude=refused | skipped)
+        if route is None:
+            return _no_route(payout, refused=refused, skipped=skipped)
+        reference = payout_reference(kezbek_ref=payout.transaction.kezbek_ref, provider_code=route.provider_code)
+        attempt = _claim(
+            payout,
+            expect=(S.PENDING,),
+            provider_id=route.provider_id,
+            reference=reference,
+            kind=PayoutAttempt.Kind.SEND,
+            note=f"send via {route.provider_code} (fee {route.fee}, dearest {route.dearest_fee})",
+            fee=route.fee,
+            dearest_fee=route.dearest_fee,
+            next_check_at=None,
+        )
+        if attempt is None:
+            return None  # another worker has it
+        outcome = _send(payout, attempt, route.provider_code)
+        if outcome == "refused":
+            refused.add(route.provider_code)
+        elif outcome == "skipped":
+            skipped.add(route.provider_code)
+        else:
+            return outcome
+
+
+def _send(payout: Payout, attempt: PayoutAttempt, code: str) -> str:
+    """One send; records the outcome. Returns the new status, or "refused"/"skipped" to fail over."""
+    client = get_client(code)
+    started = time.monotonic()
+    try:
+        result = breaker_for(code).call(
+            client.send,
+            reference=attempt.reference,
+            wallet=payout.wallet.code,
+            msisdn=payout.msisdn,
+            amount=payout.amount,
+            notes=f"Kezbek cashback {payout.transaction.kezbek_ref}",
+            callback_url=_callback_url(code),
+        )
+    except pybreaker.CircuitBreakerError:
+        _finish_attempt(attempt, O.BREAKER_OPEN, started=started, message="circuit open: not sent")
+        return _back_to_pending(payout, f"{code} breaker open, not sent", skipped=True)
+    except Unavailable as exc:
+        _finish_attempt(attempt, O.UNAVAILABLE, started=started, http_status=exc.http_status, message=exc.reason)
+        return _back_to_pending(payout, f"{code} unavailable: {exc.reason}", skipped=True)
+    except Refused as exc:
+        _finish_attempt(attempt, O.REFUSED, started=started, http_status=exc.http_status, message=exc.reason)
+        return _back_to_pending(payout, f"{code} refused: {exc.reason}", skipped=False)
+    except Unknown as exc:
+        _finish_attempt(attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
+        return _unknown(payout, client, f"{code} unknown outcome: {exc.reason}")
+    if isinstance(result, Credited):
+        _finish_attempt(attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref)
+        _succeed(payout, f"credited by {code}", provider_ref=result.provider_ref)
+        return S.SUCCEEDED
+    _finish_attempt(attempt, O.PENDING, started=started, http_status=result.http_status, provider_ref=result.provider_ref or "")
+    return _await_callback(payout, f"{code} pending: waiting for its callback", provider_ref=result.provider_ref or "")
+
+
+def _callback_url(code: str) -> str | None:
+    if code != "XENIT":
+        return None
+    return f"{settings.CEZBEK_PUBLIC_URL}/api/v1/providers/xenit/callback"
+
+
+def _back_to_pending(payout: Payout, note: str, *, skipped: bool) -> str:
+    with transaction.atomic():
+        if not _move(payout, S.PENDING, expect=(S.SENDING,), note=note):
+            return "lost"
+    return "skipped" if skipped else "refused"
+
+
+def _succeed(payout: Payout, note: str, *, provider_ref: str, expect=(S.SENDING,)) -> bool:
+    with transaction.atomic():
+        done = _move(payout, S.SUCCEEDED, expect=expect, note=note, provider_ref=provider_ref or payout.provider_ref, next_check_at=None)
+        if done:
+            transaction.on_commit(lambda: _after_terminal(payout.pk))
+    return done
+
+
+def _await_callback(payout: Payout, note: str, *, provider_ref: str) -> str:
+    check_at = timezone.now() + timedelta(seconds=settings.CEZBEK_CALLBACK_WAIT_SECONDS)
+    with transaction.atomic():
+        if not _move(payout, S.AWAITING_CALLBACK, expect=(S.SENDING,), note=note, provider_ref=provider_ref, next_check_at=check_at):
+            return "lost"
+        transaction.on_commit(
+            lambda: payout_enqueue(payout_id=payout.pk, countdown=settings.CEZBEK_CALLBACK_WAIT_SECONDS, resolve=True)
+        )
+    return S.AWAITING_CALLBACK
+
+
+def _unknown(payout: Payout, client, note: str) -> str:
+    """The money may have moved. Inquire after the grace period, or hand to a person when we can't."""
+    with transaction.atomic():
+        if not (client.supports_inquiry and client.idempotent):
+            moved = _move(payout, S.MANUAL_REVIEW, expect=(S.SENDING,), note=f"{note}; {client.code} has no status inquiry: never re-sent", next_check_at=None)
+            if moved:
+                transaction.on_commit(lambda: _after_terminal(payout.pk))
+            return S.MANUAL_REVIEW if moved else "lost"
+        grace = settings.CEZBEK_UNKNOWN_GRACE_SECONDS
+        if not _move(payout, S.UNKNOWN, expect=(S.SENDING,), note=note, next_check_at=timezone.now() + timedelta(seconds=grace)):
+            return "lost"
+        transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk, countdown=grace, resolve=True))
+    return S.UNKNOWN
+
+
+def _no_route(payout: Payout, *, refused: set[str], skipped: set[str]) -> str:
+    """No route left: FAILED when every route refused it; otherwise wait for a provider to recover."""
+    with transaction.atomic():
+        candidates = {c[2] for c in selectors.route_candidates(wallet_id=payout.wallet_id, amount=payout.amount)}
+        if candidates and candidates <= refused:
+            if _move(payout, S.FAILED, expect=(S.PENDING,), note=f"refused by every route: {', '.join(sorted(refused))}", next_check_at=None):
+                transaction.on_commit(lambda: _after_terminal(payout.pk))
+                return S.FAILED
+            return "lost"
+        # Breakers open or providers unavailable: nothing moved; try again later.
+        step = Payout.objects.filter(pk=payout.pk).values_list("lease", flat=True).first() or 0
+        delay = _backoff(min(step, 6))
+        Payout.objects.filter(pk=payout.pk, status=S.PENDING).update(next_check_at=timezone.now() + timedelta(seconds=delay))
+        transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk, countdown=delay))
+    logger.warning("payout %s: no healthy route (skipped %s); retry in %ss", payout.pk, sorted(skipped), delay)
+    return S.PENDING
+
+
+def _after_terminal(payout_id: int) -> None:
+    """Hook for what follows a terminal state (notifications, webhooks: later issues)."""
+    logger.info("payout %s reached a terminal state", payout_id)
+
+
+# --- resolving unknown and pending outcomes ---------------------------------------------------
+
+
+def payout_resolve(*, payout_id: int) -> str | None:
+    """Finds out by status inquiry what happened to an UNKNOWN or AWAITING_CALLBACK payout, and acts on it."""
+    payout = Payout.objects.select_related("provider", "transaction").filter(pk=payout_id).first()
+    if payout is None or payout.status not in RESOLVABLE:
+        return None
+    if payout.next_check_at and payout.next_check_at > timezone.now() + timedelta(seconds=1):
+        return None  # early: a later task or the sweeper will come back
+    code = payout.provider.code
+    client = get_client(code)
+    if payout.checks >= settings.CEZBEK_RESOLVE_MAX_CHECKS or not client.supports_inquiry:
+        with transaction.atomic():
+            if _move(payout, S.MANUAL_REVIEW, expect=RESOLVABLE, note=f"outcome still unknown after {payout.checks} inquiries", next_check_at=None):
+                transaction.on_commit(lambda: _after_terminal(payout.pk))
+                return S.MANUAL_REVIEW
+        return None
+    previous = payout.status
+    attempt = _claim(
+        payout,
+        expect=RESOLVABLE,
+        provider_id=payout.provider_id,
+        reference=payout.reference,
+        kind=PayoutAttempt.Kind.INQUIRY,
+        note=f"status inquiry at {code}",
+        checks=F("checks") + 1,
+    )
+    if attempt is None:
+        return None
+    payout.checks += 1
+    started = time.monotonic()
+    try:
+        result = client.inquire(reference=attempt.reference)
+    except TransferNotFound as exc:
+        # Nothing moved (and the grace period has passed): it may be sent again.
+        _finish_attempt(attempt, O.NOT_FOUND, started=started, http_status=exc.http_status, message=exc.reason)
+        with transaction.atomic():
+            if _move(payout, S.PENDING, expect=(S.SENDING,), note=f"{code} has no such transfer: nothing moved, send again"):
+                transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
+                return S.PENDING
+        return None
+    except Refused as exc:
+        _finish_attempt(attempt, O.REFUSED, started=started, http_status=exc.http_status, message=exc.reason)
+        with transaction.atomic():
+            if _move(payout, S.PENDING, expect=(S.SENDING,), note=f"{code} reports the transfer failed: next route"):
+                transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
+                return S.PENDING
+        return None
+    except ProviderError as exc:  # Unknown: the inquiry itself failed
+        _finish_attempt(attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
+        delay = _backoff(payout.checks)
+        with transaction.atomic():
+            if _move(payout, previous, expect=(S.SENDING,), note=f"inquiry failed: {exc.reason}; again in {delay:.0f}s", next_check_at=timezone.now() + timedelta(seconds=delay)):
+                transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk, countdown=delay, resolve=True))
+                return previous
+        return None
+    if isinstance(result, Credited):
+        _finish_attempt(attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref)
+        return S.SUCCEEDED if _succeed(payout, f"{code} inquiry: credited", provider_ref=result.provider_ref) else None
+    _finish_attempt(attempt, O.PENDING, started=started, http_status=result.http_status, provider_ref=result.provider_ref or "")
+    delay = _backoff(payout.checks)
+    with transaction.atomic():
+        if _move(payout, S.AWAITING_CALLBACK, expect=(S.SENDING,), note=f"{code} inquiry: still pending", next_check_at=timezone.now() + timedelta(seconds=delay)):
+            transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk, countdown=delay, resolve=True))
+            return S.AWAITING_CALLBACK
+    return None
+
+
+# --- provider callbacks ------------------------------------------------------------------------
+
+
+def payout_callback_record(*, provider_code: str, reference: str, succeeded: bool, provider_ref: str, amount: Decimal, message: str = "") -> Payout:
+    """A provider's asynchronous final result. Never moves a payout out of a terminal state.
+
+    Raises NotFound for a reference we never sent.
+    """
+    attempt = (
+        PayoutAttempt.objects.select_related("payout", "provider")
+        .filter(provider__code=provider_code, reference=reference, kind=PayoutAttempt.Kind.SEND)
+        .first()
+    )
+    if attempt is None:
+        logger.warning("callback from %s for unknown reference %s refused", provider_code, reference)
+        raise NotFound(f"No payout with reference {reference!r} at {provider_code}.")
+    payout = attempt.payout
+    PayoutAttempt.objects.create(
+        payout=payout,
+        provider=attempt.provider,
+        kind=PayoutAttempt.Kind.CALLBACK,
+        reference=reference,
+        outcome=O.CREDITED if succeeded else O.REFUSED,
+        provider_ref=provider_ref or "",
+        message=message[:300],
+    )
+    if payout.status in Payout.TERMINAL:
+        logger.info("callback for payout %s in terminal state %s: nothing to do", payout.pk, payout.status)
+        return payout
+    if payout.provider_id != attempt.provider_id or payout.reference != reference:
+        logger.warning("callback for payout %s names a route it is no longer on: recorded only", payout.pk)
+        return payout
+    live = (S.AWAITING_CALLBACK, S.UNKNOWN, S.SENDING)
+    if succeeded and amount != payout.amount:
+        with transaction.atomic():
+            if _move(payout, S.MANUAL_REVIEW, expect=live, note=f"{provider_code} callback credited {amount}, payout is {payout.amount}", next_check_at=None):
+                transaction.on_commit(lambda: _after_terminal(payout.pk))
+        return payout
+    if succeeded:
+        _succeed(payout, f"{provider_code} callback: credited", provider_ref=provider_ref, expect=live)
+        return payout
+    with transaction.atomic():
+        if _move(payout, S.PENDING, expect=live, note=f"{provider_code} callback: failed ({message}); next route"):
+            transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
+    return payout
+
+
+# --- the sweeper -------------------------------------------------------------------------------
+
+
+def payout_sweep(*, now: datetime | None = None) -> dict[str, int]:
+    """Resumes payouts a crash or a lost message left behind. Returns how many of each it touched."""
+    now = now or timezone.now()
+    counts = {"pending": 0, "stale_sending": 0, "resolve": 0}
+    stale = now - timedelta(seconds=settings.CEZBEK_SENDING_STALE_SECONDS)
+    for payout in Payout.objects.select_related("provider").filter(status=S.SENDING, updated_at__lt=stale)[:500]:
+        client = get_client(payout.provider.code)
+        with transaction.atomic():
+            if client.supports_inquiry and client.idempotent:
+                moved = _move(payout, S.UNKNOWN, expect=(S.SENDING,), note="worker lost mid-conversation: inquire before anything else", next_check_at=now)
+            else:
+                moved = _move(payout, S.MANUAL_REVIEW, expect=(S.SENDING,), note=f"worker lost while sending via {payout.provider.code}, which has no inquiry", next_check_at=None)
+            if moved:
+                PayoutAttempt.objects.filter(payout=payout, outcome=O.IN_FLIGHT).update(outcome=O.UNKNOWN, message="worker lost")
+                counts["stale_sending"] += 1
+    for payout_id in selectors.payouts_due(statuses=RESOLVABLE, now=now):
+        payout_enqueue(payout_id=payout_id, resolve=True)
+        counts["resolve"] += 1
+    idle = now - timedelta(seconds=settings.CEZBEK_PENDING_IDLE_SECONDS)
+    pending = (
+        Payout.objects.filter(status=S.PENDING, updated_at__lt=idle)
+        .exclude(next_check_at__gt=now)
+        .values_list("id", flat=True)[:500]
+    )
+    for payout_id in pending:
+        payout_enqueue(payout_id=payout_id)
+        counts["pending"] += 1
+    if any(counts.values()):
+        logger.info("sweeper: %s", counts)
+    return counts
+
+
+# --- operators ---------------------------------------------------------------------------------
+
+
+def payout_retry(*, payout: Payout, actor, note: str = "") -> Payout:
+    """FAILED → PENDING (an operator's decision, audited): every route is tried afresh."""
+    if payout.status != S.FAILED:
+        raise ValidationFailed.for_field("status", f"Only a FAILED payout can be retried; this one is {payout.status}.")
+    with transaction.atomic():
+        # Refusals before this moment no longer bar their routes: the operator says try again.
+        if not _move(payout, S.PENDING, expect=(S.FAILED,), note=note or "retried by an operator", actor=actor, next_check_at=None, retried_at=timezone.now()):
+            raise CezbekError("The payout changed meanwhile; reload and try again.")
+        transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
+    return payout
+
+
+def payout_cancel(*, payout: Payout, actor, note: str = "") -> Payout:
+    """PENDING or HELD → CANCELLED, before anything was sent (audited)."""
+    if payout.status not in (S.PENDING, S.HELD):
+        raise ValidationFailed.for_field("status", f"Only a payout not yet sent can be cancelled; this one is {payout.status}.")
+    if payout.status == S.PENDING and PayoutAttempt.objects.filter(payout=payout).exclude(outcome__in=[O.REFUSED, O.UNAVAILABLE, O.BREAKER_OPEN, O.NOT_FOUND]).exists():
+        raise ValidationFailed.for_field("status", "This payout has been sent before; it cannot be cancelled.")
+    with transaction.atomic():
+        if not _move(payout, S.CANCELLED, expect=(S.PENDING, S.HELD), note=note or "cancelled by an operator", actor=actor, next_check_at=None):
+            raise CezbekError("The payout changed meanwhile; reload and try again.")
+        transaction.on_commit(lambda: _after_terminal(payout.pk))
+    return payout
+
+
+def payout_resolve_manually(*, payout: Payout, actor, succeeded: bool, note: str) -> Payout:
+    """MANUAL_REVIEW → SUCCEEDED or FAILED, with the operator's required note (audited)."""
+    if payout.status != S.MANUAL_REVIEW:
+        raise ValidationFailed.for_field("status", f"Only a payout in MANUAL_REVIEW can be resolved; this one is {payout.status}.")
+    if not note or not note.strip():
+        raise ValidationFailed.for_field("note", "Say what you found: a note is required.")
+    to = S.SUCCEEDED if succeeded else S.FAILED
+    with transaction.atomic():
+        if not _move(payout, to, expect=(S.MANUAL_REVIEW,), note=note.strip(), actor=actor):
+            raise CezbekError("The payout changed meanwhile; reload and try again.")
+        transaction.on_commit(lambda: _after_terminal(payout.pk))
+    return payout

@@ -19,11 +19,18 @@ def test_schema_lists_every_endpoint_with_signing(schema):
     assert set(paths) >= {"/api/v1/cashbacks", "/api/v1/cashbacks/{kezbek_ref}", "/api/v1/customers/{msisdn}/tier"}
     schemes = schema["components"]["securitySchemes"]
     assert {s["name"] for s in schemes.values()} == {"X-Cezbek-Key", "X-Cezbek-Timestamp", "X-Cezbek-Signature"}
-    for operations in paths.values():
-        for operation in operations.values():
+    partner_paths = [p for p in paths if not p.startswith("/api/v1/providers/")]
+    for path in partner_paths:
+        for operation in paths[path].values():
             header_params = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
             assert header_params == {"X-Cezbek-Key", "X-Cezbek-Timestamp", "X-Cezbek-Signature"}
             assert {"400", "401", "429", "500"} <= set(operation["responses"])
+
+
+def test_provider_callback_is_documented_with_its_own_token(schema):
+    operation = schema["paths"]["/api/v1/providers/{code}/callback"]["post"]
+    assert {p["name"] for p in operation["parameters"] if p["in"] == "header"} == {"X-Callback-Token"}
+    assert {"200", "401", "404"} <= set(operation["responses"])
 
 
 def test_schema_documents_fields_and_error_codes(schema):

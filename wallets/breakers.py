@@ -1,0 +1,75 @@
+"""One circuit breaker per provider, its state shared by every worker process (Redis when configured).
+
+pybreaker's CircuitBreaker serialises calls on a per-object lock, so each thread gets its own
+breaker object; the state they share lives in the storage.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pybreaker
+from django.conf import settings
+
+from wallets.providers import Refused, TransferNotFound, Unavailable
+
+_local = threading.local()
+_memory_storage: dict[str, pybreaker.CircuitMemoryStorage] = {}
+_memory_lock = threading.Lock()
+
+
+def _is_business_outcome(exc: BaseException) -> bool:
+    """One account's refusal (or an inquiry's 'no such transfer') says nothing about the provider's health."""
+    return (isinstance(exc, Refused) and not isinstance(exc, Unavailable)) or isinstance(exc, TransferNotFound)
+
+
+def _storage(code: str) -> pybreaker.CircuitBreakerStorage:
+    if settings.REDIS_URL:
+        from django_redis import get_redis_connection
+
+        namespace = f"{settings.CACHES['default'].get('KEY_PREFIX', 'cezbek')}:breaker:{code}"
+        return pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, get_redis_connection("default"), namespace=namespace)
+    with _memory_lock:
+        return _memory_storage.setdefault(code, pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED))
+
+
+def breaker_for(code: str) -> pybreaker.CircuitBreaker:
+    """This thread's breaker for a provider."""
+    breakers = getattr(_local, "breakers", None)
+    if breakers is None:
+        breakers = _local.breakers = {}
+    breaker = breakers.get(code)
+    if breaker is None:
+        breaker = breakers[code] = pybreaker.CircuitBreaker(
+            fail_max=settings.CEZBEK_BREAKER_FAIL_MAX,
+            reset_timeout=settings.CEZBEK_BREAKER_RESET_SECONDS,
+            exclude=[_is_business_outcome],
+            state_storage=_storage(code),
+            name=code,
+            # The call that trips the breaker must keep its own outcome: an unknown outcome
+            # replaced by CircuitBreakerError would look like "nothing sent".
+            throw_new_error_on_trip=False,
+        )
+    return breaker
+
+
+def breaker_is_open(code: str) -> bool:
+    """Open and still cooling down: no traffic. Once the reset timeout passes, one trial call may go."""
+    storage = breaker_for(code)._state_storage
+    if storage.state != pybreaker.STATE_OPEN:
+        return False
+    opened_at = storage.opened_at
+    return opened_at is not None and datetime.now(UTC) < opened_at + timedelta(seconds=settings.CEZBEK_BREAKER_RESET_SECONDS)
+
+
+def breaker_state(code: str) -> str:
+    return breaker_for(code).current_state
+
+
+def breakers_reset() -> None:
+    """Closes every breaker (tests and operators after an incident)."""
+    from wallets.providers import PROVIDER_CODES
+
+    for code in PROVIDER_CODES:
+        breaker_for(code).close()
