@@ -225,15 +225,6 @@ def test_bad_input_is_refused_and_moves_nothing(ladder, state, args, message):
     assert JourneyEntry.objects.count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "loyalty.services._expire_tier_group: states on the lowest rank (ladder.lower(rung) is None) are "
-        "moved with one LoyaltyState UPDATE per state inside a Python loop, so an entry tier with "
-        "validity_days costs one query per expired state instead of one per tier and batch "
-        "(DOMAIN.md §2: 'set-based batches, not row by row')"
-    ),
-)
 def test_entry_tier_with_validity_is_expired_set_based_too(db, lajada, django_assert_max_num_queries):
     # given a ladder whose entry tier itself expires (rank 1 stays, its expiry rolls forward)
     member = TierLevel.objects.create(name="MEMBER", rank=1, promote_after=5, validity_days=30)
