@@ -15,7 +15,7 @@ from cashback.services import Purchase, transaction_record
 from partners.models import Partner, PartnerCredential
 from partners.selectors import credential_for_key
 from partners.services import credential_secret
-from wallets.models import Fee, Payout, Provider
+from wallets.models import Fee, Payout, PayoutAttempt, Provider
 
 KEY_ID = re.compile(r"kzk_[0-9a-f]{24}")
 SECRET = re.compile(r"kzs_[A-Za-z0-9_\-]{43}")
@@ -46,6 +46,7 @@ def books(wallets, ladder, partner, global_rule):
         ),
     )
     assert created and txn.payout.amount == Decimal("7500.00")
+    PayoutAttempt.objects.create(payout=txn.payout, provider=mtrans, kind="SEND", reference=f"{txn.kezbek_ref}-MTRANS", outcome="REFUSED")
     return {"partner": lajada, "transaction": txn, "archived_fee": archived_fee}
 
 

@@ -21,6 +21,8 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 
+WORKER_APPLICATION_NAME = "cezbek-e2e-worker"
+
 FAST = {
     "CEZBEK_PROVIDER_CONNECT_TIMEOUT": "1",
     "CEZBEK_PROVIDER_READ_TIMEOUT": "1",
@@ -133,13 +135,29 @@ class Worker:
         self.process.wait(10)
 
     def stop(self):
-        if self.process and self.process.poll() is None:
+        if not self.process:
+            return
+        if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+                pass
+        try:  # pool children that outlived the main process still hold database sessions
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+        wait_for(lambda: _sessions_on_test_database() == 0, 20, "the worker's database sessions to close")
+
+
+def _sessions_on_test_database() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            [WORKER_APPLICATION_NAME],
+        )
+        return cursor.fetchone()[0]
 
 
 @pytest.fixture
@@ -148,7 +166,7 @@ def worker(sandbox, live_server, tmp_path, settings):
     env = {
         **os.environ,
         **FAST,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}?application_name={WORKER_APPLICATION_NAME}",
         "CEZBEK_SANDBOX_URL": sandbox.url,
         "CEZBEK_PUBLIC_URL": live_server.url,
         "CEZBEK_LOG_LEVEL": "INFO",

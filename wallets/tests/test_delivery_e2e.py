@@ -136,7 +136,8 @@ def test_unknown_outcome_is_resolved_by_inquiry_and_never_paid_twice(sandbox, wo
         assert payout.status == "SUCCEEDED"
         credits = credits_for(sandbox, payout)
         assert len(credits) == 1 and credits[0]["amount"] == "10000.00"
-        rows = list(payout.attempt_rows.values_list("provider__code", "kind", "outcome"))
+        # a route chosen just as the breaker opened is recorded BREAKER_OPEN: nothing was sent
+        rows = list(payout.attempt_rows.exclude(outcome="BREAKER_OPEN").values_list("provider__code", "kind", "outcome"))
         if rows[0] == ("MTRANS", "SEND", "UNKNOWN"):
             unknown_first += 1
             # nothing was sent anywhere before MTRANS was asked what happened
