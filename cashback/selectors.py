@@ -1,9 +1,10 @@
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import QuerySet
 
 from cashback.models import CashbackRule, Transaction
+from cezbek.snapshots import cached
 
 
 def cashback_rule_matching(*, partner, quantity: int, amount: Decimal, at: datetime) -> CashbackRule | None:
@@ -11,17 +12,24 @@ def cashback_rule_matching(*, partner, quantity: int, amount: Decimal, at: datet
 
     Bounds are inclusive, validity too (valid_from ≤ at ≤ valid_until); an empty max is unbounded.
     """
-    return (
-        CashbackRule.objects.filter(active=True, archived=False, valid_from__lte=at)
-        .filter(Q(valid_until__isnull=True) | Q(valid_until__gte=at))
-        .filter(Q(partner=partner) | Q(partner__isnull=True))
-        .filter(min_quantity__lte=quantity)
-        .filter(Q(max_quantity__isnull=True) | Q(max_quantity__gte=quantity))
-        .filter(min_amount__lte=amount)
-        .filter(Q(max_amount__isnull=True) | Q(max_amount__gte=amount))
-        .order_by(F("partner_id").asc(nulls_last=True), "-percentage", "id")
-        .first()
-    )
+    matching = [
+        rule
+        for rule in cached("cashback_rules", _live_rules)
+        if (rule.partner_id is None or rule.partner_id == partner.pk)
+        and rule.valid_from <= at
+        and (rule.valid_until is None or at <= rule.valid_until)
+        and rule.min_quantity <= quantity
+        and (rule.max_quantity is None or quantity <= rule.max_quantity)
+        and rule.min_amount <= amount
+        and (rule.max_amount is None or amount <= rule.max_amount)
+    ]
+    if not matching:
+        return None
+    return min(matching, key=lambda rule: (rule.partner_id is None, -rule.percentage, rule.id))
+
+
+def _live_rules() -> list[CashbackRule]:
+    return list(CashbackRule.objects.filter(active=True, archived=False).order_by("id"))
 
 
 def transaction_documents() -> QuerySet[Transaction]:

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from cashback.models import CashbackRule
 from cezbek.errors import ValidationFailed
+from cezbek.snapshots import config_changed
 from loyalty.models import LoyaltyState, RewardRule, TierLevel
 from partners.models import Partner, partner_code_validator
 from wallets.models import Fee, Provider, Wallet
@@ -115,6 +116,7 @@ def config_import(data: dict) -> dict:
     Raises ValidationFailed, naming the first error's path, and writes nothing, on an invalid file.
     """
     with transaction.atomic():
+        config_changed()  # archiving uses .update(): no signal fires for it
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])

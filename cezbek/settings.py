@@ -212,6 +212,8 @@ CEZBEK_ENCRYPTION_KEYS = envlist("CEZBEK_ENCRYPTION_KEY", "") or [
     base64.urlsafe_b64encode(hashlib.sha256(("cezbek-dev:" + SECRET_KEY).encode()).digest()).decode()
 ]
 CEZBEK_SIGNATURE_MAX_SKEW_SECONDS = 300
+# How often a process checks whether another changed the configuration it caches (cezbek/snapshots.py).
+CEZBEK_CONFIG_CACHE_SECONDS = envfloat("CEZBEK_CONFIG_CACHE_SECONDS", 1.0)
 CEZBEK_RATE_LIMIT_PER_MINUTE = envint("CEZBEK_RATE_LIMIT_PER_MINUTE", 6000)
 CEZBEK_VELOCITY_WINDOW_SECONDS = envint("CEZBEK_VELOCITY_WINDOW_SECONDS", 600)
 CEZBEK_VELOCITY_LIMIT = envdecimal("CEZBEK_VELOCITY_LIMIT", "2000000.00")

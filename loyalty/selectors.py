@@ -1,11 +1,17 @@
 from django.utils import timezone
 
+from cezbek.snapshots import cached
+
 from loyalty import rules
 from loyalty.models import JourneyEntry, LoyaltyState, RewardRule, TierLevel
 
 
 def ladder_current() -> rules.Ladder:
-    """The live tier ladder with its rewards (two small queries)."""
+    """The live tier ladder with its rewards."""
+    return cached("ladder", _ladder_load)
+
+
+def _ladder_load() -> rules.Ladder:
     rungs = tuple(
         rules.Rung(id=t.id, name=t.name, rank=t.rank, promote_after=t.promote_after, validity_days=t.validity_days)
         for t in TierLevel.objects.filter(archived=False).order_by("rank")

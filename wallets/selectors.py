@@ -1,12 +1,18 @@
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from cezbek.snapshots import cached
 from wallets.models import Fee, Payout, PayoutAttempt, Wallet
+
+
+def _wallets() -> dict[str, Wallet]:
+    return {wallet.code: wallet for wallet in Wallet.objects.all()}
 
 
 def wallet_active(*, code: str) -> Wallet | None:
     """The active wallet with this code, case-insensitive."""
-    return Wallet.objects.filter(code=code.upper(), active=True).first()
+    wallet = cached("wallets", _wallets).get(code.upper())
+    return wallet if wallet is not None and wallet.active else None
 
 
 CENT = Decimal("0.01")
@@ -27,15 +33,22 @@ def fee_for(*, flat_fee: Decimal, percent_fee: Decimal, amount: Decimal) -> Deci
 
 def route_candidates(*, wallet_id: int, amount: Decimal, exclude: set[str] = frozenset()) -> list[tuple[Decimal, int, str, int]]:
     """(fee, priority, code, provider id) for every active route to the wallet, cheapest first."""
-    rows = (
-        Fee.objects.filter(wallet_id=wallet_id, active=True, archived=False, provider__active=True)
-        .exclude(provider__code__in=exclude)
-        .values_list("flat_fee", "percent_fee", "provider__priority", "provider__code", "provider_id")
-    )
     return sorted(
         (fee_for(flat_fee=flat, percent_fee=pct, amount=amount), priority, code, provider_id)
-        for flat, pct, priority, code, provider_id in rows
+        for flat, pct, priority, code, provider_id in cached("routes", _routes).get(wallet_id, ())
+        if code not in exclude
     )
+
+
+def _routes() -> dict[int, list[tuple]]:
+    """Active fee rows of active providers, by wallet."""
+    routes: dict[int, list[tuple]] = {}
+    rows = Fee.objects.filter(active=True, archived=False, provider__active=True).values_list(
+        "wallet_id", "flat_fee", "percent_fee", "provider__priority", "provider__code", "provider_id"
+    )
+    for wallet_id, *route in rows:
+        routes.setdefault(wallet_id, []).append(tuple(route))
+    return routes
 
 
 def cheapest_route(*, wallet_id: int, amount: Decimal, exclude: set[str] = frozenset()) -> Route | None:

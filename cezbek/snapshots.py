@@ -1,0 +1,78 @@
+"""Configuration every purchase reads (wallets, tiers, rewards, rules, partner keys), cached per process.
+
+Configuration changes rarely and is read on every request, where the ORM would compile the same
+queries again and again. Each process keeps what it loaded until the configuration changes:
+a write in this process drops the copy at once; other processes notice a shared version
+number in the cache (Redis) within CEZBEK_CONFIG_CACHE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+T = TypeVar("T")
+VERSION_KEY = "config-version"
+
+_lock = threading.Lock()
+_values: dict[str, object] = {}
+_generation = 0  # bumped on every drop, so a load that raced with a change is not kept
+_shared_version = None
+_checked_at = 0.0
+
+
+def _drop() -> None:
+    global _generation
+    with _lock:
+        _values.clear()
+        _generation += 1
+
+
+def _publish() -> None:
+    try:
+        cache.incr(VERSION_KEY)
+    except ValueError:  # no version yet (or evicted)
+        cache.set(VERSION_KEY, 1, timeout=None)
+    _drop()
+
+
+def config_changed(**_) -> None:
+    """Call after any configuration write (signal receivers do, for model saves and deletes)."""
+    _drop()  # this process, at once (even inside an uncommitted transaction)
+    transaction.on_commit(_publish)  # every process, once the change is visible
+
+
+def reset() -> None:
+    """Forget everything (tests)."""
+    global _shared_version, _checked_at
+    _drop()
+    _shared_version, _checked_at = None, 0.0
+
+
+def cached(name: str, load: Callable[[], T]) -> T:
+    """The process's copy of `name`, loaded by `load()` when missing or outdated. None is never kept."""
+    global _shared_version, _checked_at
+    now = time.monotonic()
+    if now - _checked_at >= settings.CEZBEK_CONFIG_CACHE_SECONDS:
+        version = cache.get(VERSION_KEY)
+        if version != _shared_version:
+            _drop()
+            _shared_version = version
+        _checked_at = now
+    try:
+        return _values[name]  # type: ignore[return-value]
+    except KeyError:
+        pass
+    generation = _generation
+    value = load()
+    if value is not None:
+        with _lock:
+            if generation == _generation:
+                _values[name] = value
+    return value
