@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from cezbek.errors import CezbekError
@@ -37,10 +37,7 @@ def loyalty_purchase_plan(*, partner, msisdn: str, now: datetime) -> PurchasePla
     ladder = ladder_current()
     if not ladder.rungs:
         raise CezbekError("No loyalty tiers are configured.")
-    # Lock the state row alone: with a JOIN, PostgreSQL re-checks the join after waiting for the
-    # lock, and a row whose tier a concurrent purchase just changed would silently drop out.
-    locked = LoyaltyState.objects.select_for_update()
-    state = locked.filter(partner=partner, msisdn=msisdn).first()
+    state = _state_lock(partner_id=partner.pk, msisdn=msisdn)
     if state is None:
         begin = rules.start(ladder, now)
         # Two first purchases at once: one insert wins, the other is ignored; both then lock the row.
@@ -57,11 +54,27 @@ def loyalty_purchase_plan(*, partner, msisdn: str, now: datetime) -> PurchasePla
             ],
             ignore_conflicts=True,
         )
-        state = locked.get(partner=partner, msisdn=msisdn)
+        state = _state_lock(partner_id=partner.pk, msisdn=msisdn)
     rung = ladder.by_id(state.tier_id) or rung_for(TierLevel.objects.get(pk=state.tier_id))
     standing = rules.Standing(rung=rung, count=state.count, entered_at=state.entered_at, expires_at=state.expires_at)
     after, steps, reward = rules.purchase(ladder, standing, now)
     return PurchasePlan(state=state, after=after, steps=steps, reward=reward)
+
+
+def _state_lock(*, partner_id: int, msisdn: str) -> LoyaltyState | None:
+    """The customer's state row, locked until the transaction ends (SELECT … FOR UPDATE).
+
+    The row alone: with a JOIN, PostgreSQL re-checks the join after waiting for the lock, and a
+    row whose tier a concurrent purchase just changed would silently drop out. Hand-written
+    because it runs on every purchase and the ORM's compilation cost more than the query.
+    """
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    rows = LoyaltyState.objects.raw(
+        f"SELECT id, partner_id, msisdn, tier_id, count, entered_at, expires_at FROM {LoyaltyState._meta.db_table} "
+        f"WHERE partner_id = %s AND msisdn = %s{lock}",
+        [partner_id, msisdn],
+    )
+    return next(iter(rows), None)
 
 
 def loyalty_plan_commit(*, plan: PurchasePlan, transaction_id: int) -> None:
