@@ -14,6 +14,7 @@ from django.utils import timezone
 from cashback.models import Transaction
 from cashback.selectors import cashback_rule_matching
 from cezbek.errors import Conflict, UnknownWallet
+from loyalty.models import TierLevel
 from loyalty.services import loyalty_plan_commit, loyalty_purchase_plan
 from wallets.selectors import wallet_active
 from wallets.services import payout_create
@@ -112,6 +113,8 @@ def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:
             tier_expires_at=plan.after.expires_at,
             created_at=now,
         )
+        # The document shows the tier's name: attach the tier we already know instead of a query.
+        Transaction.tier.field.set_cached_value(txn, TierLevel(id=plan.after.rung.id, name=plan.after.rung.name, rank=plan.after.rung.rank))
         loyalty_plan_commit(plan=plan, transaction_id=txn.pk)
         if total > 0:
             payout_create(transaction_obj=txn, amount=total, now=now)

@@ -10,7 +10,7 @@ from rest_framework.authentication import BaseAuthentication
 from cezbek.api.exception_handlers import AUTHENTICATE_HEADER
 from cezbek.errors import AuthenticationFailed, ReplayedRequest, SignatureExpired
 from partners import services, signing
-from partners.guards import replay_guard_claim
+from partners.guards import request_admit
 from partners.selectors import credential_for_key
 
 logger = logging.getLogger("cezbek.auth")
@@ -54,10 +54,18 @@ class SignedRequestAuthentication(BaseAuthentication):
         if not signing.signature_matches(expected=expected, given=signature):
             logger.warning("refused: bad signature from partner %s key %s…", partner.code, credential.key_prefix)
             raise AuthenticationFailed("Bad signature.")
-        # Twice the skew window: a signature stays replayable for as long as its timestamp is accepted.
-        if not replay_guard_claim(signature=signature, ttl_seconds=2 * settings.CEZBEK_SIGNATURE_MAX_SKEW_SECONDS + 1):
+        # A signature stays replayable for as long as its timestamp is accepted: twice the skew window.
+        admission = request_admit(
+            signature=signature,
+            partner_id=partner.pk,
+            limit_per_minute=partner.rate_limit_per_minute or settings.CEZBEK_RATE_LIMIT_PER_MINUTE,
+            replay_ttl=2 * settings.CEZBEK_SIGNATURE_MAX_SKEW_SECONDS + 1,
+        )
+        if not admission.fresh:
             logger.warning("refused: replayed request from partner %s", partner.code)
             raise ReplayedRequest("This signature was already used.")
+        # The rate limit is enforced by PartnerRateThrottle, after authentication, as DRF orders it.
+        request._request.cezbek_admission = admission
         return partner, credential
 
     def authenticate_header(self, request):

@@ -1,19 +1,19 @@
-from django.conf import settings
 from rest_framework.throttling import BaseThrottle
-
-from partners.guards import rate_limit_hit
 
 
 class PartnerRateThrottle(BaseThrottle):
-    """Per-partner requests a minute (the partner's own limit, else CEZBEK_RATE_LIMIT_PER_MINUTE)."""
+    """Per-partner requests a minute (the partner's own limit, else CEZBEK_RATE_LIMIT_PER_MINUTE).
+
+    The request was counted when its signature was claimed (partners.guards.request_admit, one
+    Redis round trip for both); this only reads the verdict.
+    """
 
     def allow_request(self, request, view):
-        partner = request.user
-        if partner is None or not getattr(partner, "pk", None):
+        admission = getattr(request._request, "cezbek_admission", None)
+        if admission is None:  # not a signed partner request
             return True
-        limit = partner.rate_limit_per_minute or settings.CEZBEK_RATE_LIMIT_PER_MINUTE
-        allowed, self._wait = rate_limit_hit(partner_id=partner.pk, limit_per_minute=limit)
-        return allowed
+        self._wait = admission.retry_after
+        return admission.allowed
 
     def wait(self):
         return self._wait
