@@ -24,12 +24,15 @@ def _is_business_outcome(exc: BaseException) -> bool:
     return (isinstance(exc, Refused) and not isinstance(exc, Unavailable)) or isinstance(exc, TransferNotFound)
 
 
+def _namespace(code: str) -> str:
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', 'cezbek')}:breaker:{code}"
+
+
 def _storage(code: str) -> pybreaker.CircuitBreakerStorage:
     if settings.REDIS_URL:
         from django_redis import get_redis_connection
 
-        namespace = f"{settings.CACHES['default'].get('KEY_PREFIX', 'cezbek')}:breaker:{code}"
-        return pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, get_redis_connection("default"), namespace=namespace)
+        return pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, get_redis_connection("default"), namespace=_namespace(code))
     with _memory_lock:
         return _memory_storage.setdefault(code, pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED))
 
@@ -61,6 +64,26 @@ def breaker_is_open(code: str) -> bool:
         return False
     opened_at = storage.opened_at
     return opened_at is not None and datetime.now(UTC) < opened_at + timedelta(seconds=settings.CEZBEK_BREAKER_RESET_SECONDS)
+
+
+def breakers_open(codes: list[str]) -> set[str]:
+    """Which of these providers' breakers are open and cooling down: one Redis round trip for all."""
+    if not codes:
+        return set()
+    if not settings.REDIS_URL:
+        return {code for code in codes if breaker_is_open(code)}
+    from django_redis import get_redis_connection
+
+    # pybreaker's own keys (CircuitRedisStorage): <namespace>:pybreaker:state and :opened_at (epoch s).
+    keys = [f"{_namespace(code)}:pybreaker:{name}" for code in codes for name in ("state", "opened_at")]
+    values = get_redis_connection("default").mget(keys)
+    now = datetime.now(UTC).timestamp()
+    reset = settings.CEZBEK_BREAKER_RESET_SECONDS
+    return {
+        code
+        for code, state, opened_at in zip(codes, values[0::2], values[1::2], strict=True)
+        if state == pybreaker.STATE_OPEN.encode() and opened_at is not None and now < int(opened_at) + reset
+    }
 
 
 def breaker_state(code: str) -> str:

@@ -9,6 +9,10 @@ def _wallets() -> dict[str, Wallet]:
     return {wallet.code: wallet for wallet in Wallet.objects.all()}
 
 
+def wallet_code(*, wallet_id: int) -> str:
+    return next(w.code for w in cached("wallets", _wallets).values() if w.id == wallet_id)
+
+
 def wallet_active(*, code: str) -> Wallet | None:
     """The active wallet with this code, case-insensitive."""
     wallet = cached("wallets", _wallets).get(code.upper())
@@ -58,9 +62,11 @@ def cheapest_route(*, wallet_id: int, amount: Decimal, exclude: set[str] = froze
     `exclude` (routes that already refused this payout). The dearest candidate's fee is
     returned too, for the saving report.
     """
-    from wallets.breakers import breaker_is_open
+    from wallets.breakers import breakers_open
 
-    candidates = [c for c in route_candidates(wallet_id=wallet_id, amount=amount, exclude=exclude) if not breaker_is_open(c[2])]
+    candidates = route_candidates(wallet_id=wallet_id, amount=amount, exclude=exclude)
+    cooling = breakers_open([code for _, _, code, _ in candidates])
+    candidates = [c for c in candidates if c[2] not in cooling]
     if not candidates:
         return None
     fee, _, code, provider_id = candidates[0]

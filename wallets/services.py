@@ -24,8 +24,7 @@ from decimal import Decimal
 
 import pybreaker
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
@@ -35,7 +34,6 @@ from wallets.breakers import breaker_for
 from wallets.models import Payout, PayoutAttempt, PayoutEvent
 from wallets.providers import (
     Credited,
-    Pending,
     ProviderError,
     Refused,
     TransferNotFound,
@@ -81,6 +79,46 @@ def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = Fals
 
 
 # --- the state machine's single write path ----------------------------------------------------
+#
+# Plain SQL, portable between PostgreSQL and SQLite: these few statements run for every payout,
+# and compiling them through the ORM cost more CPU than everything else a delivery does.
+
+PAYOUTS = Payout._meta.db_table
+EVENTS = PayoutEvent._meta.db_table
+ATTEMPTS = PayoutAttempt._meta.db_table
+TRANSACTIONS = Payout.transaction.field.related_model._meta.db_table
+INCREMENT = object()  # a column to increase by one
+
+
+def _run(sql: str, params: list) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _value(value):
+    return connection.ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value
+
+
+def _record_event(payout_id: int, from_status: str, to_status: str, note: str, actor, now: datetime) -> None:
+    _run(
+        f"INSERT INTO {EVENTS} (payout_id, from_status, to_status, note, actor_id, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+        [payout_id, from_status, to_status, note[:2000], getattr(actor, "pk", None), _value(now)],
+    )
+
+
+def _update_if(payout: Payout, *, expect: tuple[str, ...], sets: dict) -> bool:
+    """UPDATE the payout if it is still in one of `expect` under the lease we hold."""
+    columns, params = [], []
+    for column, value in sets.items():
+        if value is INCREMENT:
+            columns.append(f"{column} = {column} + 1")
+        else:
+            columns.append(f"{column} = %s")
+            params.append(_value(value))
+    placeholders = ", ".join(["%s"] * len(expect))
+    sql = f"UPDATE {PAYOUTS} SET {', '.join(columns)} WHERE id = %s AND lease = %s AND status IN ({placeholders})"
+    return _run(sql, [*params, payout.pk, payout.lease, *expect]) == 1
 
 
 def _move(
@@ -94,56 +132,60 @@ def _move(
 ) -> bool:
     """Moves the payout if it is still in one of `expect` under the lease we hold; records the event.
 
-    Returns False (and changes nothing) when someone else moved it first.
+    Returns False (and changes nothing) when someone else moved it first. Call inside atomic().
     """
-    moved = (
-        Payout.objects.filter(pk=payout.pk, status__in=expect, lease=payout.lease)
-        .update(status=to, updated_at=timezone.now(), **fields)
-    )
-    if moved != 1:
+    now = timezone.now()
+    if not _update_if(payout, expect=expect, sets={"status": to, "updated_at": now, **fields}):
         return False
-    PayoutEvent.objects.create(payout_id=payout.pk, from_status=payout.status, to_status=to, note=note[:2000], actor=actor)
+    _record_event(payout.pk, payout.status, to, note, actor, now)
     logger.info("payout %s %s → %s %s", payout.pk, payout.status, to, note)
     payout.status = to
     for name, value in fields.items():
-        if not hasattr(value, "resolve_expression"):
+        if value is not INCREMENT:
             setattr(payout, name, value)
     return True
 
 
 def _claim(payout: Payout, *, expect: tuple[str, ...], provider_id: int, reference: str, kind: str, note: str, **fields) -> PayoutAttempt | None:
     """Takes the payout for one conversation with a provider: SENDING under a new lease, IN_FLIGHT row committed."""
+    now = timezone.now()
+    sets = {"status": S.SENDING, "lease": INCREMENT, "provider_id": provider_id, "reference": reference, "updated_at": now, **fields}
     with transaction.atomic():
-        taken = (
-            Payout.objects.filter(pk=payout.pk, status__in=expect, lease=payout.lease)
-            .update(
-                status=S.SENDING,
-                lease=F("lease") + 1,
-                provider_id=provider_id,
-                reference=reference,
-                updated_at=timezone.now(),
-                **fields,
-            )
-        )
-        if taken != 1:
+        if not _update_if(payout, expect=expect, sets=sets):
             return None
-        PayoutEvent.objects.create(payout_id=payout.pk, from_status=payout.status, to_status=S.SENDING, note=note)
-        attempt = PayoutAttempt.objects.create(payout_id=payout.pk, provider_id=provider_id, kind=kind, reference=reference)
+        _record_event(payout.pk, payout.status, S.SENDING, note, None, now)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {ATTEMPTS} (payout_id, provider_id, kind, reference, outcome, provider_ref, message, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, '', '', %s) RETURNING id",
+                [payout.pk, provider_id, kind, reference, O.IN_FLIGHT, _value(now)],
+            )
+            attempt_id = cursor.fetchone()[0]
     payout.status, payout.lease, payout.provider_id, payout.reference = S.SENDING, payout.lease + 1, provider_id, reference
     for name, value in fields.items():
-        if not hasattr(value, "resolve_expression"):
+        if value is INCREMENT:
+            setattr(payout, name, getattr(payout, name) + 1)
+        else:
             setattr(payout, name, value)
-    return attempt
+    return PayoutAttempt(id=attempt_id, payout_id=payout.pk, provider_id=provider_id, kind=kind, reference=reference)
 
 
 def _finish_attempt(attempt: PayoutAttempt, outcome: str, *, started: float, http_status=None, provider_ref="", message="") -> None:
-    PayoutAttempt.objects.filter(pk=attempt.pk).update(
-        outcome=outcome,
-        http_status=http_status,
-        provider_ref=provider_ref or "",
-        latency_ms=int((time.monotonic() - started) * 1000),
-        message=str(message)[:300],
+    _run(
+        f"UPDATE {ATTEMPTS} SET outcome = %s, http_status = %s, provider_ref = %s, latency_ms = %s, message = %s WHERE id = %s",
+        [outcome, http_status, provider_ref or "", int((time.monotonic() - started) * 1000), str(message)[:300], attempt.pk],
     )
+
+
+def _load_for_delivery(payout_id: int) -> Payout | None:
+    """The payout with its transaction's kezbek_ref (as `kezbek_ref`), in one query."""
+    rows = Payout.objects.raw(
+        f"SELECT p.id, p.status, p.lease, p.wallet_id, p.msisdn, p.amount, p.provider_id, p.reference, p.provider_ref, "
+        f"p.retried_at, p.checks, p.transaction_id, t.kezbek_ref AS kezbek_ref "
+        f"FROM {PAYOUTS} p JOIN {TRANSACTIONS} t ON t.id = p.transaction_id WHERE p.id = %s",
+        [payout_id],
+    )
+    return next(iter(rows), None)
 
 
 def _backoff(step: int) -> float:
@@ -164,16 +206,17 @@ def payout_deliver(*, payout_id: int) -> str | None:
     Safe to run twice: only the worker whose claim succeeds sends. Returns the final status
     this call left the payout in (None when there was nothing to do).
     """
-    payout = Payout.objects.select_related("transaction", "wallet").filter(pk=payout_id).first()
+    payout = _load_for_delivery(payout_id)
     if payout is None or payout.status != S.PENDING:
         return None
-    refused = selectors.payout_refused_by(payout=payout)
+    # Never claimed (lease 0): nothing can have refused it yet.
+    refused = selectors.payout_refused_by(payout=payout) if payout.lease else set()
     skipped: set[str] = set()  # unavailable right now: not refused for good
     while True:
         route = selectors.cheapest_route(wallet_id=payout.wallet_id, amount=payout.amount, exclude=refused | skipped)
         if route is None:
             return _no_route(payout, refused=refused, skipped=skipped)
-        reference = payout_reference(kezbek_ref=payout.transaction.kezbek_ref, provider_code=route.provider_code)
+        reference = payout_reference(kezbek_ref=payout.kezbek_ref, provider_code=route.provider_code)
         attempt = _claim(
             payout,
             expect=(S.PENDING,),
@@ -204,10 +247,10 @@ def _send(payout: Payout, attempt: PayoutAttempt, code: str) -> str:
         result = breaker_for(code).call(
             client.send,
             reference=attempt.reference,
-            wallet=payout.wallet.code,
+            wallet=selectors.wallet_code(wallet_id=payout.wallet_id),
             msisdn=payout.msisdn,
             amount=payout.amount,
-            notes=f"Kezbek cashback {payout.transaction.kezbek_ref}",
+            notes=f"Kezbek cashback {payout.kezbek_ref}",
             callback_url=_callback_url(code),
         )
     except pybreaker.CircuitBreakerError:
@@ -308,6 +351,7 @@ def payout_resolve(*, payout_id: int) -> str | None:
     payout = Payout.objects.select_related("provider", "transaction").filter(pk=payout_id).first()
     if payout is None or payout.status not in RESOLVABLE:
         return None
+    payout.kezbek_ref = payout.transaction.kezbek_ref
     if payout.next_check_at and payout.next_check_at > timezone.now() + timedelta(seconds=1):
         return None  # early: a later task or the sweeper will come back
     code = payout.provider.code
@@ -326,11 +370,10 @@ def payout_resolve(*, payout_id: int) -> str | None:
         reference=payout.reference,
         kind=PayoutAttempt.Kind.INQUIRY,
         note=f"status inquiry at {code}",
-        checks=F("checks") + 1,
+        checks=INCREMENT,
     )
     if attempt is None:
         return None
-    payout.checks += 1
     started = time.monotonic()
     try:
         result = client.inquire(reference=attempt.reference)
