@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from cashback.models import Transaction
 from cashback.selectors import cashback_rule_matching
+from cezbek import sql
 from cezbek.errors import Conflict, UnknownWallet
 from loyalty.models import TierLevel
 from loyalty.services import loyalty_plan_commit, loyalty_purchase_plan
@@ -95,23 +96,25 @@ def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:
             cashback_compute(amount=purchase.amount, percentage=rule.percentage, cap=rule.max_cashback) if rule else ZERO
         )
         total = cashback + plan.reward
-        txn = Transaction.objects.create(
-            kezbek_ref=kezbek_ref_new(),
-            partner=partner,
-            partner_ref=purchase.partner_ref,
-            msisdn=purchase.msisdn,
-            email=purchase.email,
-            quantity=purchase.quantity,
-            amount=purchase.amount,
-            wallet=wallet,
-            rule=rule,
-            cashback=cashback,
-            reward=plan.reward,
-            total=total,
-            tier_id=plan.after.rung.id,
-            tier_count=plan.after.count,
-            tier_expires_at=plan.after.expires_at,
-            created_at=now,
+        txn = sql.insert(
+            Transaction(
+                kezbek_ref=kezbek_ref_new(),
+                partner=partner,
+                partner_ref=purchase.partner_ref,
+                msisdn=purchase.msisdn,
+                email=purchase.email,
+                quantity=purchase.quantity,
+                amount=purchase.amount,
+                wallet=wallet,
+                rule=rule,
+                cashback=cashback,
+                reward=plan.reward,
+                total=total,
+                tier_id=plan.after.rung.id,
+                tier_count=plan.after.count,
+                tier_expires_at=plan.after.expires_at,
+                created_at=now,
+            )
         )
         # The document shows the tier's name: attach the tier we already know instead of a query.
         Transaction.tier.field.set_cached_value(txn, TierLevel(id=plan.after.rung.id, name=plan.after.rung.name, rank=plan.after.rung.rank))

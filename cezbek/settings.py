@@ -104,7 +104,11 @@ DATABASE_URL = envstr("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(
-            DATABASE_URL, conn_max_age=envint("DATABASE_CONN_MAX_AGE", 600), conn_health_checks=True
+            DATABASE_URL,
+            conn_max_age=envint("DATABASE_CONN_MAX_AGE", 600),
+            # A SELECT 1 before every request's first query: off by default, as in Django (a dropped
+            # connection fails one request, which partners retry idempotently, then reconnects).
+            conn_health_checks=envbool("DATABASE_CONN_HEALTH_CHECKS", False),
         )
     }
 else:

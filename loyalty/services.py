@@ -10,6 +10,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.db.models import F
 
+from cezbek import sql
 from cezbek.errors import CezbekError
 from loyalty import rules
 from loyalty.models import JourneyEntry, LoyaltyState, TierLevel
@@ -84,9 +85,9 @@ def loyalty_plan_commit(*, plan: PurchasePlan, transaction_id: int) -> None:
     state.count = plan.after.count
     state.entered_at = plan.after.entered_at
     state.expires_at = plan.after.expires_at
-    state.save(update_fields=["tier", "count", "entered_at", "expires_at", "updated_at"])
-    JourneyEntry.objects.bulk_create(
-        [
+    sql.update(state, ["tier", "count", "entered_at", "expires_at", "updated_at"])
+    for step in plan.steps:
+        sql.insert(
             JourneyEntry(
                 state=state,
                 transaction_id=transaction_id if step.reason != "DEMOTED" else None,
@@ -98,9 +99,7 @@ def loyalty_plan_commit(*, plan: PurchasePlan, transaction_id: int) -> None:
                 expires_at=step.after.expires_at,
                 created_at=step.at,
             )
-            for step in plan.steps
-        ]
-    )
+        )
 
 
 def tier_expire_all(*, as_of: datetime, batch_size: int = 1000, progress=None) -> int:

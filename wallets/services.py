@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
+from cezbek import sql
 from cezbek.errors import CezbekError, NotFound, ValidationFailed
 from wallets import selectors
 from wallets.breakers import breaker_for
@@ -54,15 +55,17 @@ RESOLVABLE = (S.UNKNOWN, S.AWAITING_CALLBACK)
 
 def payout_create(*, transaction_obj, amount: Decimal, now: datetime) -> Payout:
     """A PENDING payout for a transaction, handed to a worker once the database commits."""
-    payout = Payout.objects.create(
-        transaction=transaction_obj,
-        wallet_id=transaction_obj.wallet_id,
-        msisdn=transaction_obj.msisdn,
-        amount=amount,
-        status=S.PENDING,
-        created_at=now,
+    payout = sql.insert(
+        Payout(
+            transaction=transaction_obj,
+            wallet_id=transaction_obj.wallet_id,
+            msisdn=transaction_obj.msisdn,
+            amount=amount,
+            status=S.PENDING,
+            created_at=now,
+        )
     )
-    PayoutEvent.objects.create(payout=payout, from_status="", to_status=S.PENDING, note="created")
+    _record_event(payout.pk, "", S.PENDING, "created", None, now)
     transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
     return payout
 
