@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run test install bench-api clean
+.PHONY: run test install bench-api bench-payouts clean
 
 $(VENV_STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -16,6 +16,13 @@ run: $(VENV_STAMP)
 
 test: $(VENV_STAMP)
 	@bash scripts/test.sh
+
+# Benchmarks (docs/benchmarks.md): measurements, not tests; they need PostgreSQL, Redis and wrk.
+bench-api: $(VENV_STAMP)
+	$(PY) bench/api_cashbacks.py
+
+bench-payouts: $(VENV_STAMP)
+	$(PY) bench/payout_drain.py
 
 clean:
 	rm -rf var/ .pytest_cache
