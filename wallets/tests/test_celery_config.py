@@ -34,3 +34,16 @@ def test_the_sweeper_resumes_more_often_than_a_sending_payout_goes_stale():
     # a payout is only called stale once no request for it can still be running
     assert settings.CEZBEK_SENDING_STALE_SECONDS > settings.CEZBEK_PROVIDER_CONNECT_TIMEOUT + settings.CEZBEK_PROVIDER_READ_TIMEOUT
     assert settings.CEZBEK_UNKNOWN_GRACE_SECONDS > settings.CEZBEK_PROVIDER_CONNECT_TIMEOUT + settings.CEZBEK_PROVIDER_READ_TIMEOUT
+
+
+def test_workers_keep_their_database_connections_between_tasks():
+    from celery.fixups.django import DjangoWorkerFixup
+    from celery.signals import task_postrun, task_prerun
+
+    from cezbek.celery import _close_old_connections
+
+    # Celery's fixup would close every connection around every task; it never gets to…
+    assert DjangoWorkerFixup(app).db_reuse_max >= 2**62
+    # …and instead, as Django does around each request, only broken or expired ones are closed
+    receivers = [r() for _, r in task_prerun.receivers] + [r() for _, r in task_postrun.receivers]
+    assert receivers.count(_close_old_connections) == 2
