@@ -70,9 +70,10 @@ def _state_lock(*, partner_id: int, msisdn: str) -> LoyaltyState | None:
     because it runs on every purchase and the ORM's compilation cost more than the query.
     """
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    table = connection.ops.quote_name(LoyaltyState._meta.db_table)
+    columns = ", ".join(f"{table}.{connection.ops.quote_name(c)}" for c in ("id", "partner_id", "msisdn", "tier_id", "count", "entered_at", "expires_at"))
     rows = LoyaltyState.objects.raw(
-        f"SELECT id, partner_id, msisdn, tier_id, count, entered_at, expires_at FROM {LoyaltyState._meta.db_table} "
-        f"WHERE partner_id = %s AND msisdn = %s{lock}",
+        f"SELECT {columns} FROM {table} WHERE {table}.\"partner_id\" = %s AND {table}.\"msisdn\" = %s{lock}",
         [partner_id, msisdn],
     )
     return next(iter(rows), None)

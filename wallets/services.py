@@ -86,10 +86,10 @@ def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = Fals
 # Plain SQL, portable between PostgreSQL and SQLite: these few statements run for every payout,
 # and compiling them through the ORM cost more CPU than everything else a delivery does.
 
-PAYOUTS = Payout._meta.db_table
-EVENTS = PayoutEvent._meta.db_table
-ATTEMPTS = PayoutAttempt._meta.db_table
-TRANSACTIONS = Payout.transaction.field.related_model._meta.db_table
+PAYOUTS = connection.ops.quote_name(Payout._meta.db_table)
+EVENTS = connection.ops.quote_name(PayoutEvent._meta.db_table)
+ATTEMPTS = connection.ops.quote_name(PayoutAttempt._meta.db_table)
+TRANSACTIONS = connection.ops.quote_name(Payout.transaction.field.related_model._meta.db_table)
 INCREMENT = object()  # a column to increase by one
 
 
