@@ -119,7 +119,8 @@ def _frames(stack: str) -> list[tuple[str, str]]:
 def _stage(frames: list[tuple[str, str]]) -> str:
     for func, file in reversed(frames):
         for label, name, fragment in STAGES:
-            if fragment in file and (name == "*" or name == func):
+            # py-spy names methods Class.method: compare the last part.
+            if fragment in file and (name == "*" or name == func.rsplit(".", 1)[-1]):
                 return label
     return "other (imports, Django signals, interpreter)"
 
