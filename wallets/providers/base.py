@@ -329,8 +329,12 @@ class ProviderClient:
         body: Mapping[str, JsonScalar] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        """One request with the provider's credentials; subclasses add them."""
-        return self._http(method, path, phase=phase, body=body, params=params)
+        """One request with the provider's credentials (see `_credentials`)."""
+        return self._http(method, path, phase=phase, body=body, params=params, **self._credentials())
+
+    def _credentials(self) -> dict[str, Any]:
+        """What every request carries to authenticate: `headers=` or `auth=` for `_http`."""
+        return {}
 
     # Machinery -------------------------------------------------------------------------------
     def _http(
@@ -431,24 +435,9 @@ class ApiKeyClient(ProviderClient):
         )
         self._api_key = api_key
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        phase: Phase,
-        body: Mapping[str, JsonScalar] | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> requests.Response:
-        """One request carrying the API key."""
-        return self._http(
-            method,
-            path,
-            phase=phase,
-            body=body,
-            params=params,
-            headers={"X-Api-Key": self._api_key},
-        )
+    def _credentials(self) -> dict[str, Any]:
+        """The API key header."""
+        return {"headers": {"X-Api-Key": self._api_key}}
 
 
 def error_field(body: Mapping[str, Any]) -> str | None:

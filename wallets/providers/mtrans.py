@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import requests
 
-from .base import Credited, JsonScalar, Pending, Phase, ProviderClient, short, text_field
+from .base import Credited, JsonScalar, Pending, ProviderClient, short, text_field
 
 SUCCESS_CODE = "00"
 
@@ -75,21 +74,6 @@ class MtransClient(ProviderClient):
         """404 ``{"isSuccess": false, "statusCode": "404", "message": "not found"}``."""
         return body.get("isSuccess") is False and body.get("statusCode") == "404"
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        phase: Phase,
-        body: Mapping[str, JsonScalar] | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> requests.Response:
-        """One request with HTTP Basic credentials."""
-        return self._http(
-            method,
-            path,
-            phase=phase,
-            body=body,
-            params=params,
-            auth=(self._username, self._password),
-        )
+    def _credentials(self) -> dict[str, Any]:
+        """HTTP Basic credentials."""
+        return {"auth": (self._username, self._password)}
