@@ -165,8 +165,6 @@ def transaction_document(txn) -> dict:
     }
 
 
-render_transaction = transaction_document
-
 
 class CashbackListFilterSerializer(serializers.Serializer):
     msisdn = MsisdnField(required=False)
@@ -224,7 +222,7 @@ class CashbackCollectionApi(APIView):
         serializer = PurchaseInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         txn, created = services.transaction_record(partner=request.user, purchase=serializer.to_purchase())
-        return Response(render_transaction(txn), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(transaction_document(txn), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(
         operation_id="cashbacks_list",
@@ -263,7 +261,7 @@ class CashbackCollectionApi(APIView):
         )
         paginator = NewestFirstCursor()
         page = paginator.paginate_queryset(queryset, request, view=self)
-        return paginator.get_paginated_response([render_transaction(txn) for txn in page])
+        return paginator.get_paginated_response([transaction_document(txn) for txn in page])
 
 
 class CashbackDetailApi(APIView):
@@ -277,4 +275,4 @@ class CashbackDetailApi(APIView):
         txn = selectors.partner_transaction(partner=request.user, kezbek_ref=kezbek_ref)
         if txn is None:
             raise NotFound(f"No transaction {kezbek_ref!r}.")
-        return Response(render_transaction(txn))
+        return Response(transaction_document(txn))

@@ -12,10 +12,7 @@ def ladder_current() -> rules.Ladder:
 
 
 def _ladder_load() -> rules.Ladder:
-    rungs = tuple(
-        rules.Rung(id=t.id, name=t.name, rank=t.rank, promote_after=t.promote_after, validity_days=t.validity_days)
-        for t in TierLevel.objects.filter(archived=False).order_by("rank")
-    )
+    rungs = tuple(rung_for(t) for t in TierLevel.objects.filter(archived=False).order_by("rank"))
     rewards = {
         (tier_id, nth): reward
         for tier_id, nth, reward in RewardRule.objects.filter(archived=False).values_list("tier_id", "nth", "reward")

@@ -1,5 +1,5 @@
 from cezbek.snapshots import cached
-from partners.models import Partner, PartnerCredential
+from partners.models import PartnerCredential
 
 
 def credential_for_key(*, key_id: str) -> PartnerCredential | None:
@@ -13,7 +13,3 @@ def credential_for_key(*, key_id: str) -> PartnerCredential | None:
 
 def _live_credential(key_id: str) -> PartnerCredential | None:
     return PartnerCredential.objects.select_related("partner").filter(key_id=key_id, revoked_at__isnull=True).first()
-
-
-def partner_by_code(*, code: str) -> Partner | None:
-    return Partner.objects.filter(code=code).first()

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from cezbek import crypto
-from cezbek.errors import NotFound, ValidationFailed
+from cezbek.errors import NotFound
 from partners.models import Partner, PartnerCredential
 
 logger = logging.getLogger("cezbek.partners")
@@ -50,10 +50,3 @@ def credential_revoke(*, partner: Partner, key_id: str) -> PartnerCredential:
 def credential_secret(*, credential: PartnerCredential) -> str:
     """The clear secret of a stored credential (for verifying and for signing webhooks)."""
     return crypto.decrypt(credential.secret_encrypted)
-
-
-def partner_require(*, code: str) -> Partner:
-    partner = Partner.objects.filter(code=code).first()
-    if partner is None:
-        raise ValidationFailed.for_field("partner", f"No partner with code {code!r}.")
-    return partner

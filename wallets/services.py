@@ -65,7 +65,7 @@ def payout_create(*, transaction_obj, amount: Decimal, now: datetime) -> Payout:
             created_at=now,
         )
     )
-    _record_event(payout.pk, "", S.PENDING, "created", None, now)
+    _record_event(payout.pk, "", S.PENDING, "created", None)
     transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
     return payout
 
@@ -87,7 +87,6 @@ def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = Fals
 # and compiling them through the ORM cost more CPU than everything else a delivery does.
 
 PAYOUTS = connection.ops.quote_name(Payout._meta.db_table)
-EVENTS = connection.ops.quote_name(PayoutEvent._meta.db_table)
 ATTEMPTS = connection.ops.quote_name(PayoutAttempt._meta.db_table)
 TRANSACTIONS = connection.ops.quote_name(Payout.transaction.field.related_model._meta.db_table)
 INCREMENT = object()  # a column to increase by one
@@ -103,11 +102,14 @@ def _value(value):
     return connection.ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value
 
 
-def _record_event(payout_id: int, from_status: str, to_status: str, note: str, actor, now: datetime) -> None:
-    _run(
-        f"INSERT INTO {EVENTS} (payout_id, from_status, to_status, note, actor_id, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
-        [payout_id, from_status, to_status, note[:2000], getattr(actor, "pk", None), _value(now)],
-    )
+def _record_event(payout_id: int, from_status: str, to_status: str, note: str, actor) -> None:
+    sql.insert(PayoutEvent(payout_id=payout_id, from_status=from_status, to_status=to_status, note=note[:2000], actor=actor))
+
+
+def _remember(payout: Payout, fields: dict) -> None:
+    """Mirrors on the instance what an UPDATE just wrote."""
+    for name, value in fields.items():
+        setattr(payout, name, getattr(payout, name) + 1 if value is INCREMENT else value)
 
 
 def _update_if(payout: Payout, *, expect: tuple[str, ...], sets: dict) -> bool:
@@ -140,12 +142,10 @@ def _move(
     now = timezone.now()
     if not _update_if(payout, expect=expect, sets={"status": to, "updated_at": now, **fields}):
         return False
-    _record_event(payout.pk, payout.status, to, note, actor, now)
+    _record_event(payout.pk, payout.status, to, note, actor)
     logger.info("payout %s %s → %s %s", payout.pk, payout.status, to, note)
     payout.status = to
-    for name, value in fields.items():
-        if value is not INCREMENT:
-            setattr(payout, name, value)
+    _remember(payout, fields)
     return True
 
 
@@ -156,21 +156,11 @@ def _claim(payout: Payout, *, expect: tuple[str, ...], provider_id: int, referen
     with transaction.atomic():
         if not _update_if(payout, expect=expect, sets=sets):
             return None
-        _record_event(payout.pk, payout.status, S.SENDING, note, None, now)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {ATTEMPTS} (payout_id, provider_id, kind, reference, outcome, provider_ref, message, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, '', '', %s) RETURNING id",
-                [payout.pk, provider_id, kind, reference, O.IN_FLIGHT, _value(now)],
-            )
-            attempt_id = cursor.fetchone()[0]
+        _record_event(payout.pk, payout.status, S.SENDING, note, None)
+        attempt = sql.insert(PayoutAttempt(payout_id=payout.pk, provider_id=provider_id, kind=kind, reference=reference))
     payout.status, payout.lease, payout.provider_id, payout.reference = S.SENDING, payout.lease + 1, provider_id, reference
-    for name, value in fields.items():
-        if value is INCREMENT:
-            setattr(payout, name, getattr(payout, name) + 1)
-        else:
-            setattr(payout, name, value)
-    return PayoutAttempt(id=attempt_id, payout_id=payout.pk, provider_id=provider_id, kind=kind, reference=reference)
+    _remember(payout, fields)
+    return attempt
 
 
 def _finish_attempt(attempt: PayoutAttempt, outcome: str, *, started: float, http_status=None, provider_ref="", message="") -> None:
