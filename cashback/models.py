@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -107,6 +108,120 @@ class Transaction(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["partner", "-id"], name="transaction_partner_newest")]
+        permissions = [("export_transaction", "Can export transactions as CSV")]
 
     def __str__(self) -> str:
         return self.kezbek_ref
+
+
+class Batch(models.Model):
+    """A CSV of purchases uploaded by a partner (API) or an operator (admin), processed in chunks (DOMAIN.md §9).
+
+    The counters move only with the chunk that processed the rows, in the same database
+    transaction, so `processed = accepted + duplicate + failed` always holds.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "QUEUED"
+        RUNNING = "RUNNING"
+        DONE = "DONE"
+
+    class Source(models.TextChoices):
+        API = "API"
+        ADMIN = "ADMIN"
+
+    public_id = models.CharField(max_length=32, unique=True, editable=False, help_text="The batch id partners see.")
+    partner = models.ForeignKey("partners.Partner", on_delete=models.PROTECT, related_name="batches")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The operator, for uploads in the admin.",
+    )
+    filename = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64, help_text="Of the file as uploaded.")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    total = models.PositiveIntegerField(help_text="Purchase rows in the file.")
+    processed = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    duplicate = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    chunks = models.PositiveIntegerField(help_text="Units of work; each is processed in one database transaction.")
+    created_at = models.DateTimeField(db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(help_text="Last progress: a stalled batch is resumed from here.")
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "batches"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(processed=models.F("accepted") + models.F("duplicate") + models.F("failed")),
+                name="batch_processed_is_sum",
+            ),
+            models.CheckConstraint(condition=Q(processed__lte=models.F("total")), name="batch_processed_at_most_total"),
+            models.CheckConstraint(
+                condition=~Q(status="DONE") | Q(processed=models.F("total")), name="batch_done_when_all_processed"
+            ),
+        ]
+        indexes = [models.Index(fields=["partner", "-id"], name="batch_partner_newest")]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class BatchChunk(models.Model):
+    """Rows of one batch processed together; `done_at` is set in the transaction that processed them."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="chunk_set")
+    number = models.PositiveIntegerField()
+    rows = models.PositiveIntegerField()
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "number"]
+        constraints = [models.UniqueConstraint(fields=["batch", "number"], name="batch_chunk_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}#{self.number}"
+
+
+class BatchRow(models.Model):
+    """One purchase row of a batch: the cells as uploaded, then its outcome."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        DUPLICATE = "duplicate"
+        FAILED = "failed"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="rows")
+    chunk = models.PositiveIntegerField()
+    number = models.PositiveIntegerField(help_text="Row in the file, the header being row 1 (as a spreadsheet shows it).")
+    # The cells exactly as uploaded (validated when the row is processed).
+    partner_ref = models.TextField(blank=True)
+    msisdn = models.TextField(blank=True)
+    email = models.TextField(blank=True)
+    quantity = models.TextField(blank=True)
+    amount = models.TextField(blank=True)
+    wallet = models.TextField(blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.PENDING)
+    transaction = models.ForeignKey(Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    error_code = models.CharField(max_length=32, blank=True)
+    error_field = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["batch", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "number"], name="batch_row_unique_number"),
+            models.CheckConstraint(
+                condition=Q(outcome__in=["accepted", "duplicate"], transaction__isnull=False)
+                | Q(outcome__in=["pending", "failed"], transaction__isnull=True),
+                name="batch_row_transaction_iff_recorded",
+            ),
+        ]
+        indexes = [models.Index(fields=["batch", "chunk"], name="batch_row_chunk")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}:{self.number}"

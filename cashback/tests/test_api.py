@@ -48,12 +48,19 @@ def test_new_purchase_gets_cashback_tier_and_pending_payout(api, setup):
 
 def test_payout_task_is_queued_on_commit(api, setup, django_capture_on_commit_callbacks, monkeypatch):
     queued = []
-    monkeypatch.setattr("wallets.services.payout_enqueue", lambda *, payout_id: queued.append(payout_id))
+    monkeypatch.setattr("wallets.services.payout_enqueue", lambda *, payout_id, hint: queued.append((payout_id, hint)))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = api.post(PATH, purchase())
     assert response.status_code == 201
     assert len(callbacks) == 1
-    assert queued == [Payout.objects.get().pk]
+    payout = Payout.objects.select_related("transaction").get()
+    # the hint lets the worker claim without reading the payout first: it must be the payout's own
+    assert queued == [
+        (
+            payout.pk,
+            {"wallet_id": payout.wallet_id, "amount": str(payout.amount), "msisdn": payout.msisdn, "kezbek_ref": payout.transaction.kezbek_ref},
+        )
+    ]
 
 
 def test_repeat_returns_stored_result_and_creates_nothing(api, setup):

@@ -1,6 +1,7 @@
 """The Django admin as operations use it: every page answers, credentials show their secret once,
 revoking works, and the books cannot be edited."""
 
+import datetime
 import logging
 import re
 from decimal import Decimal
@@ -47,7 +48,45 @@ def books(wallets, ladder, partner, global_rule):
     )
     assert created and txn.payout.amount == Decimal("7500.00")
     PayoutAttempt.objects.create(payout=txn.payout, provider=mtrans, kind="SEND", reference=f"{txn.kezbek_ref}-MTRANS", outcome="REFUSED")
+    _later_books(lajada, mtrans, wallets)
     return {"partner": lajada, "transaction": txn, "archived_fee": archived_fee}
+
+
+def _later_books(lajada, mtrans, wallets):
+    """One of each of the later issues' books, each made by its own service: a batch, a settled
+    payout with its webhook delivery and customer email, a settlement run with a line, an invoice."""
+    from cashback.batches import batch_create
+    from partners.webhooks import webhook_record
+    from reports.services import invoice_generate, settlement_import
+    from wallets.notifications import email_record
+
+    batch_create(
+        partner=lajada,
+        data=b"partner_ref,msisdn,quantity,amount,wallet\nB/1,628118770512,1,10000.00,LSAJA\n",
+        source="api",
+        filename="batch.csv",
+    )
+    Partner.objects.filter(pk=lajada.pk).update(webhook_url="https://partner.example/hooks")
+    paid, created = transaction_record(
+        partner=Partner.objects.get(pk=lajada.pk),
+        purchase=Purchase(
+            partner_ref="INV/2", msisdn="628118770511", quantity=1, amount=Decimal("100000.00"), wallet="LSAJA", email="a@b.id"
+        ),
+    )
+    assert created
+    reference = f"{paid.kezbek_ref}-MTRANS"
+    Payout.objects.filter(pk=paid.payout.pk).update(status="SUCCEEDED", provider=mtrans, reference=reference, fee=Decimal("505.00"))
+    payout = Payout.objects.get(pk=paid.payout.pk)
+    assert webhook_record(payout=payout) is not None
+    assert email_record(payout=payout) is not None
+    day = timezone.now().astimezone(datetime.UTC).date()
+    settlement = (
+        "provider_ref,client_ref,wallet,msisdn,amount,fee,status,settled_at\n"
+        f"MT-1,{reference},LSAJA,628118770511,{payout.amount},505.00,SUCCESS,{day.isoformat()}T01:00:00Z\n"
+    )
+    settlement_import(provider_code="MTRANS", content=settlement.encode(), file_name="MTRANS-settlement.csv", settlement_date=day)
+    last_month = (timezone.localdate().replace(day=1) - datetime.timedelta(days=1)).replace(day=1)
+    invoice_generate(partner=lajada, month=last_month, email=False)
 
 
 def issue_through_action(admin_client, partner: Partner):
@@ -82,17 +121,18 @@ def test_every_change_page_of_an_existing_object_answers(admin_client, books):
 
 
 def test_changelists_answer_with_filters_search_and_dates(admin_client, books):
-    for model, query in [
-        (Transaction, {"q": "08118770510"}),
-        (Transaction, {"q": books["transaction"].kezbek_ref}),
-        (Transaction, {"created_at__year": str(timezone.now().year)}),
-        (Payout, {"q": "+628118770510", "status": "PENDING"}),
-        (Fee, {"archived": "yes"}),
-        (CashbackRule, {"archived": "no", "active": "1", "partner__isnull": "True"}),
+    for model, query, expected in [
+        (Transaction, {"q": "08118770510"}, 1),
+        (Transaction, {"q": books["transaction"].kezbek_ref}, 1),
+        (Transaction, {"created_at__year": str(timezone.now().year)}, 2),  # INV/1 and the settled INV/2
+        (Payout, {"q": "+628118770510", "status": "PENDING"}, 1),
+        (Payout, {"status": "SUCCEEDED"}, 1),
+        (Fee, {"archived": "yes"}, 1),
+        (CashbackRule, {"archived": "no", "active": "1", "partner__isnull": "True"}, 1),
     ]:
         response = admin_client.get(admin_url(model, "changelist"), query)
         assert response.status_code == 200, (model, query)
-        assert response.context["cl"].result_count == 1, (model, query)
+        assert response.context["cl"].result_count == expected, (model, query)
 
 
 # --- credentials ----------------------------------------------------------------------------

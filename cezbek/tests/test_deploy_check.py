@@ -1,0 +1,82 @@
+"""`manage.py check --deploy` is clean with production settings from the environment, and refuses the
+development defaults (OPERATIONS.md). Each run is a fresh process, as an operator would start it."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVELOPMENT_ONLY = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "CEZBEK_LOG_FORMAT")
+
+
+def environment(**production: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in DEVELOPMENT_ONLY}
+    env.update(production, DJANGO_SETTINGS_MODULE="cezbek.settings")
+    return env
+
+
+def production() -> dict:
+    return environment(
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
+        DJANGO_ALLOWED_HOSTS="cezbek.example.com",
+        CEZBEK_ENCRYPTION_KEY=secrets.token_urlsafe(32),
+    )
+
+
+def check_deploy(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = check_deploy(production())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+    assert "WARNING" not in result.stdout + result.stderr
+
+
+def test_check_deploy_refuses_the_development_defaults():
+    result = check_deploy(environment())
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "security.W018" in output  # DEBUG on
+    assert "security.W009" in output  # the development secret key
+    for setting in ("security.W004", "security.W008", "security.W012", "security.W016"):  # HSTS, HTTPS, cookies
+        assert setting in output
+
+
+def test_check_deploy_refuses_a_short_secret_key():
+    env = production()
+    env["DJANGO_SECRET_KEY"] = "too-short"
+    result = check_deploy(env)
+    assert result.returncode != 0
+    assert "security.W009" in result.stdout + result.stderr
+
+
+PROBE = """
+import django
+django.setup()
+from django.test import Client
+client = Client(HTTP_HOST="cezbek.example.com")
+for path in ("/healthz", "/api/v1/cashbacks", "/admin/login/"):
+    response = client.get(path)
+    print(path, response.status_code, response.get("Location", ""), response.get("Strict-Transport-Security", ""))
+print("secure", client.get("/healthz", secure=True).get("Strict-Transport-Security", ""))
+print("wrong-host", Client(HTTP_HOST="attacker.example").get("/healthz").status_code)
+"""
+
+
+def test_production_redirects_to_https_but_answers_probes_on_plain_http():
+    result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=production(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    assert lines["/healthz"].split()[0] == "200"  # a load balancer's or kubelet's plain-HTTP probe
+    assert lines["/api/v1/cashbacks"].split()[:2] == ["301", "https://cezbek.example.com/api/v1/cashbacks"]
+    assert lines["/admin/login/"].split()[0] == "301"
+    assert lines["secure"].startswith("max-age=31536000; includeSubDomains; preload")
+    assert lines["wrong-host"] == "400"  # DJANGO_ALLOWED_HOSTS still applies to probes
