@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run test install bench-api bench-payouts clean
+.PHONY: run test install bench-api bench-payouts bench-export bench-batch clean
 
 $(VENV_STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -23,6 +23,12 @@ bench-api: $(VENV_STAMP)
 
 bench-payouts: $(VENV_STAMP)
 	$(PY) bench/payout_drain.py
+
+bench-export: $(VENV_STAMP)
+	$(PY) bench/csv_export.py
+
+bench-batch: $(VENV_STAMP)
+	$(PY) bench/batch_upload.py
 
 clean:
 	rm -rf var/ .pytest_cache

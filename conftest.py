@@ -12,6 +12,8 @@ from django.db import connection
 
 from partners.signing import signed_headers
 
+pytest_plugins = ["cezbek.testing.aws"]  # moto_server fixtures: aws_server, aws
+
 
 def _django_configured() -> bool:
     # The sandbox's own tests run with `-p no:django`: nothing here may need Django then.
@@ -128,3 +130,29 @@ def global_rule(db):
 @pytest.fixture
 def on_postgres():
     return connection.vendor == "postgresql"
+
+
+def _staff_in(django_user_model, username: str, group: str):
+    """A logged-in client of a staff user in one of the roles' groups (cezbek/roles.py)."""
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    user = django_user_model.objects.create_user(username, password="not-used", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def ops(db, django_user_model):
+    from cezbek.roles import OPERATIONS
+
+    return _staff_in(django_user_model, "rina.ops", OPERATIONS)
+
+
+@pytest.fixture
+def finance(db, django_user_model):
+    from cezbek.roles import FINANCE
+
+    return _staff_in(django_user_model, "budi.finance", FINANCE)

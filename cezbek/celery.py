@@ -14,6 +14,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(CELERY_DB_REUSE_MAX=2**62)
 app.autodiscover_tasks()
 
+from cezbek import tracing  # noqa: E402,F401  (connects the request-id and logging signal handlers)
+
 
 @task_prerun.connect
 @task_postrun.connect

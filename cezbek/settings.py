@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CEZBEK_VAR_DIR", BASE_DIR / "var"))
@@ -70,9 +71,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every response and log line has a request id (cezbek/middleware.py).
+    "cezbek.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS and JS) served by the app itself: no proxy needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Latency histogram (/metrics) and one log line per request; static files are not counted.
+    "cezbek.middleware.RequestMetricsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -161,7 +166,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler, reading only the rows cezbek/schedule.py syncs (cezbek/jobs.py).
+CELERY_BEAT_SCHEDULER = "cezbek.jobs:DatabaseScheduler"
 CELERY_TASK_DEFAULT_QUEUE = envstr("CEZBEK_QUEUE", "celery")
 CELERY_TIMEZONE = "Asia/Jakarta"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -183,6 +189,24 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(envstr("CEZBEK_MEDIA_ROOT", str(VAR_DIR / "media")))
+# Uploaded files (partner logos, reports) go to S3 through django-storages when a bucket is named, to
+# local files under MEDIA_ROOT otherwise. Credentials come from boto3's own chain (AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY, or the instance's role), never from here; objects are private, read back
+# through the app or signed URLs.
+CEZBEK_S3_BUCKET = envstr("CEZBEK_S3_BUCKET") or envstr("AWS_STORAGE_BUCKET_NAME")
+if CEZBEK_S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CEZBEK_S3_BUCKET,
+            "endpoint_url": envstr("AWS_S3_ENDPOINT_URL") or None,  # MinIO, an emulator, a VPC endpoint
+            "region_name": envstr("AWS_S3_REGION_NAME") or None,
+            "location": envstr("CEZBEK_S3_PREFIX"),
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
 
 # --- REST framework and OpenAPI ---------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -226,6 +250,8 @@ CEZBEK_VELOCITY_LIMIT = envdecimal("CEZBEK_VELOCITY_LIMIT", "2000000.00")
 CEZBEK_SANDBOX_URL = envstr("CEZBEK_SANDBOX_URL", "http://127.0.0.1:8765").rstrip("/")
 CEZBEK_PROVIDER_CONNECT_TIMEOUT = envfloat("CEZBEK_PROVIDER_CONNECT_TIMEOUT", 3.05)
 CEZBEK_PROVIDER_READ_TIMEOUT = envfloat("CEZBEK_PROVIDER_READ_TIMEOUT", 10.0)
+# Honour HTTP(S)_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE and .netrc for provider calls (off: direct).
+CEZBEK_PROVIDER_TRUST_ENV = envbool("CEZBEK_PROVIDER_TRUST_ENV", False)
 
 
 def _provider_url(code: str) -> str:
@@ -261,14 +287,29 @@ CEZBEK_PROVIDERS = {
 # Where providers reach us for callbacks (Xenit).
 CEZBEK_PUBLIC_URL = envstr("CEZBEK_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 
+# --- Operations endpoints (cezbek/health.py) -------------------------------------------------------
+# /metrics is open unless a token is set; then it wants `Authorization: Bearer <token>`.
+CEZBEK_METRICS_TOKEN = envstr("CEZBEK_METRICS_TOKEN")
+CEZBEK_READYZ_TIMEOUT = envfloat("CEZBEK_READYZ_TIMEOUT", 2.0)  # seconds, per backend, for /readyz
+
 # --- Logging: never a secret, signature or full key ---------------------------------------------
+# Every line carries its request id (cezbek/logs.py). `json`: one JSON object per line, the
+# default in production; `plain`: readable text, the default with DEBUG on.
+CEZBEK_LOG_FORMAT = envstr("CEZBEK_LOG_FORMAT", "plain" if DEBUG else "json")
+if CEZBEK_LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"CEZBEK_LOG_FORMAT must be json or plain, not {CEZBEK_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "cezbek.logs.RequestIdFilter", "missing": None if CEZBEK_LOG_FORMAT == "json" else "-"}},
+    "formatters": {
+        "json": {"()": "cezbek.logs.JsonLogFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": CEZBEK_LOG_FORMAT, "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": envstr("CEZBEK_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # Django's own console handler (DEBUG only) would print its lines a second time, as plain text.
+    "loggers": {"django": {"handlers": [], "level": "INFO"}, "django.db.backends": {"level": "WARNING"}},
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -284,6 +325,8 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = envint("DJANGO_SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+    # Probes and scrapes reach a pod's plain-HTTP port directly: answer them, don't redirect.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
@@ -306,6 +349,69 @@ CEZBEK_SENDING_STALE_SECONDS = envfloat(
 CEZBEK_PENDING_IDLE_SECONDS = envfloat("CEZBEK_PENDING_IDLE_SECONDS", 60)
 CEZBEK_SWEEP_INTERVAL_SECONDS = envfloat("CEZBEK_SWEEP_INTERVAL_SECONDS", 30)
 
-CELERY_BEAT_SCHEDULE = {
-    "payout-sweeper": {"task": "wallets.payout_sweep", "schedule": CEZBEK_SWEEP_INTERVAL_SECONDS},
+from cezbek.schedule import beat_schedule  # noqa: E402
+
+# Every periodic job (the sweeper, invoices, tier expiry, …) is defined in cezbek/schedule.py and synced
+# into django-celery-beat's tables after `migrate`. This is the same list, under the same names, for
+# celery's file scheduler only (`worker -B`, the end-to-end tests); the database scheduler ignores it.
+CELERY_BEAT_SCHEDULE = beat_schedule(sweep_interval=CEZBEK_SWEEP_INTERVAL_SECONDS)
+# JobRun rows of interval jobs (the sweepers) are kept this long; daily and monthly ones for good.
+CEZBEK_JOB_RUNS_KEEP_DAYS = envint("CEZBEK_JOB_RUNS_KEEP_DAYS", 7)
+# Sender of invoices and other mail (Django's email API; backend and SMTP host: Django's EMAIL_* settings).
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "Kezbek <no-reply@cezbek.local>")
+# Email transport: Amazon SES through boto3 (django-ses) when CEZBEK_EMAIL_BACKEND=ses, or when an SES
+# region or endpoint is set; smtp / console / file (one .log file per message under var/mail, the
+# default for `make run`) otherwise. Tests use Django's locmem backend unless a test says otherwise.
+CEZBEK_EMAIL_BACKEND = envstr("CEZBEK_EMAIL_BACKEND").strip().lower() or (
+    "ses" if envstr("AWS_SES_REGION_NAME") or envstr("AWS_SES_REGION_ENDPOINT_URL") else "file"
+)
+_EMAIL_BACKENDS = {
+    "ses": "django_ses.SESBackend",
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "console": "django.core.mail.backends.console.EmailBackend",
+    "file": "django.core.mail.backends.filebased.EmailBackend",
 }
+if CEZBEK_EMAIL_BACKEND not in _EMAIL_BACKENDS:
+    raise ImproperlyConfigured(f"CEZBEK_EMAIL_BACKEND must be one of {sorted(_EMAIL_BACKENDS)}, not {CEZBEK_EMAIL_BACKEND!r}")
+EMAIL_BACKEND = _EMAIL_BACKENDS[CEZBEK_EMAIL_BACKEND]
+EMAIL_FILE_PATH = envstr("CEZBEK_EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
+# django-ses: None lets boto3 resolve them itself (AWS_REGION, AWS_ENDPOINT_URL_SES / AWS_ENDPOINT_URL,
+# so moto works); credentials always come from boto3's own chain (keys, instance or task role).
+AWS_SES_REGION_NAME = envstr("AWS_SES_REGION_NAME") or None
+AWS_SES_REGION_ENDPOINT_URL = envstr("AWS_SES_REGION_ENDPOINT_URL") or None
+AWS_SES_CONFIGURATION_SET = envstr("AWS_SES_CONFIGURATION_SET") or None
+# Customer emails (wallets/notifications.py): attempts of one email before it is marked FAILED.
+CEZBEK_EMAIL_MAX_ATTEMPTS = envint("CEZBEK_EMAIL_MAX_ATTEMPTS", 5)
+
+# --- Partner webhooks (API.md "Webhooks to partners", partners/webhooks.py) ----------------------
+CEZBEK_WEBHOOK_CONNECT_TIMEOUT = envfloat("CEZBEK_WEBHOOK_CONNECT_TIMEOUT", 3.05)
+CEZBEK_WEBHOOK_READ_TIMEOUT = envfloat("CEZBEK_WEBHOOK_READ_TIMEOUT", 10.0)
+# Back-off: base × 2^(attempt-1), capped, with jitter, until the window after the first attempt ends.
+CEZBEK_WEBHOOK_RETRY_BASE_SECONDS = envfloat("CEZBEK_WEBHOOK_RETRY_BASE_SECONDS", 30)
+CEZBEK_WEBHOOK_RETRY_MAX_SECONDS = envfloat("CEZBEK_WEBHOOK_RETRY_MAX_SECONDS", 3600)
+CEZBEK_WEBHOOK_RETRY_WINDOW_SECONDS = envfloat("CEZBEK_WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600)
+# One run of partners.webhooks_retry_due sends at most this many deliveries, for at most this long.
+CEZBEK_WEBHOOK_DUE_BATCH = envint("CEZBEK_WEBHOOK_DUE_BATCH", 100)
+CEZBEK_WEBHOOK_DUE_BUDGET_SECONDS = envfloat("CEZBEK_WEBHOOK_DUE_BUDGET_SECONDS", 60)
+# Honour HTTP(S)_PROXY / NO_PROXY / REQUESTS_CA_BUNDLE for webhook calls (an egress proxy); off: direct.
+CEZBEK_WEBHOOK_TRUST_ENV = envbool("CEZBEK_WEBHOOK_TRUST_ENV", False)
+
+# --- Batch uploads (DOMAIN.md §9, cashback/batches.py) -------------------------------------------
+from kombu import Exchange, Queue  # noqa: E402
+
+CEZBEK_BATCH_MAX_ROWS = envint("CEZBEK_BATCH_MAX_ROWS", 100_000)
+CEZBEK_BATCH_MAX_BYTES = envint("CEZBEK_BATCH_MAX_BYTES", 32 * 1024 * 1024)
+CEZBEK_BATCH_CHUNK_SIZE = envint("CEZBEK_BATCH_CHUNK_SIZE", 500)  # rows per database transaction
+CEZBEK_BATCH_STALL_SECONDS = envfloat("CEZBEK_BATCH_STALL_SECONDS", 600)
+# Chunks wait in a queue of their own, so live purchases' payouts never queue behind a big upload;
+# a worker started without -Q consumes both queues.
+CEZBEK_BATCH_QUEUE = envstr("CEZBEK_BATCH_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}.batches")
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (CELERY_TASK_DEFAULT_QUEUE, CEZBEK_BATCH_QUEUE)
+]

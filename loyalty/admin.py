@@ -1,9 +1,12 @@
 """Admin for the loyalty ladder (operations) and customers' standing (read-only)."""
 
+from datetime import timedelta
+
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from cashback.admin import ArchivedFilter, ArchivedReadOnlyMixin, LiveRowForm, MsisdnSearchMixin, ReadOnlyAdmin
@@ -80,6 +83,53 @@ class TierLevelAdmin(ArchivedReadOnlyMixin, admin.ModelAdmin):
         return ", ".join(f"{r.nth}: {r.reward}" for r in rewards) or "—"
 
 
+@admin.register(RewardRule)
+class RewardRuleAdmin(ArchivedReadOnlyMixin, admin.ModelAdmin):
+    """Every reward of the ladder in one list; usually edited on its tier's page."""
+
+    form = LiveRowForm
+    list_display = ["tier", "nth", "reward"]
+    list_filter = ["tier", ArchivedFilter]
+    list_select_related = ["tier"]
+    search_fields = ["tier__name"]
+    ordering = ["tier__rank", "nth"]
+    readonly_fields = ["archived"]
+    fields = ["tier", "nth", "reward", "archived"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "tier":
+            kwargs["queryset"] = TierLevel.objects.filter(archived=False)  # an archived tier takes no new rewards
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ExpiryFilter(admin.SimpleListFilter):
+    """Who is about to drop a tier, and whose drop the daily job has not written yet."""
+
+    title = "expiry"
+    parameter_name = "expiry"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("expired", "Expired, not yet applied"),
+            ("7d", "Within 7 days"),
+            ("30d", "Within 30 days"),
+            ("never", "Never"),
+        ]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        match self.value():
+            case "expired":
+                return queryset.filter(expires_at__lte=now)
+            case "7d":
+                return queryset.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=7))
+            case "30d":
+                return queryset.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=30))
+            case "never":
+                return queryset.filter(expires_at__isnull=True)
+        return queryset
+
+
 class NewestJourneyFormSet(BaseInlineFormSet):
     """Only the newest entries: a loyal customer's full journey would make the page unusable."""
 
@@ -114,9 +164,11 @@ class LoyaltyStateAdmin(MsisdnSearchMixin, ReadOnlyAdmin):
     """Changed only by the loyalty services, under a row lock."""
 
     list_display = ["msisdn", "partner", "tier", "count", "entered_at", "expires_at", "updated_at"]
-    list_filter = ["partner", "tier"]
+    list_filter = ["partner", "tier", ExpiryFilter]
     list_select_related = ["partner", "tier"]
-    search_fields = ["msisdn"]
+    search_fields = ["msisdn", "=partner__code"]
+    search_help_text = "MSISDN as the customer says it (0811…, +62811…) or part of it, or a partner code."
+    date_hierarchy = "updated_at"
     ordering = ["-updated_at"]
     show_full_result_count = False
     leading_fields = ["partner", "msisdn", "tier", "count", "entered_at", "expires_at", "updated_at", "full_journey"]
@@ -134,9 +186,10 @@ class JourneyEntryAdmin(MsisdnSearchMixin, ReadOnlyAdmin):
         "id", "msisdn", "partner", "reason", "tier_before", "tier_after",
         "count", "reward", "transaction", "created_at",
     ]
-    list_filter = ["reason", "tier_after"]
+    list_filter = ["reason", "tier_after", "state__partner"]
     list_select_related = ["state__partner", "tier_before", "tier_after", "transaction"]
-    search_fields = ["state__msisdn", "transaction__kezbek_ref"]
+    search_fields = ["state__msisdn", "=transaction__kezbek_ref", "=transaction__partner_ref"]
+    search_help_text = "MSISDN (0811…, +62811…), or an exact kezbek ref or partner ref."
     msisdn_search_field = "state__msisdn"
     date_hierarchy = "created_at"
     ordering = ["-id"]

@@ -51,6 +51,29 @@ else
   echo "test: SKIPPING the Redis tests (shared replay guard, rate limit, breakers): no Redis at $REDIS and none could be started; in-process equivalents are tested instead"
 fi
 
+# The admin walkthrough (cezbek/tests/test_browser.py) drives Debian's chromium; Playwright never
+# downloads a browser. Install the package when it is missing and we can; otherwise say why not.
+CHROMIUM="${CEZBEK_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test: $CHROMIUM is missing; installing Debian's chromium for the browser tests (apt-get, once)"
+    export DEBIAN_FRONTEND=noninteractive
+    mkdir -p var
+    apt-get install -y -q chromium >var/apt-chromium.log 2>&1 \
+      || { apt-get update -q >>var/apt-chromium.log 2>&1 && apt-get install -y -q chromium >>var/apt-chromium.log 2>&1; } \
+      || echo "test: could not install chromium (see var/apt-chromium.log)"
+  fi
+  if [ -x "$CHROMIUM" ]; then
+    echo "test: chromium at $CHROMIUM"
+  elif [ "$(id -u)" != 0 ]; then
+    echo "test: SKIPPING the browser tests: $CHROMIUM is absent and installing it needs root (apt-get install chromium)"
+  elif ! command -v apt-get >/dev/null 2>&1; then
+    echo "test: SKIPPING the browser tests: $CHROMIUM is absent and there is no apt-get to install Debian's chromium"
+  else
+    echo "test: SKIPPING the browser tests: $CHROMIUM is absent and apt-get could not install it"
+  fi
+fi
+
 export DJANGO_SETTINGS_MODULE=cezbek.settings
 export CEZBEK_VAR_DIR="${CEZBEK_VAR_DIR:-$PWD/var/test}"
 export CEZBEK_CACHE_PREFIX="cezbek-test-$$"

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import DecimalField, ExpressionWrapper, F
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
@@ -19,10 +20,18 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from cashback.admin import ArchivedFilter, ArchivedReadOnlyMixin, LiveRowForm, MsisdnSearchMixin, ReadOnlyAdmin
+from cashback.admin import (
+    ArchivedFilter,
+    ArchivedReadOnlyMixin,
+    BooksSearchMixin,
+    LargeBooksMixin,
+    LiveRowForm,
+    ReadOnlyAdmin,
+)
 from cezbek.errors import CezbekError
+from cezbek.exports import DATETIME, LIST, MONEY, CsvExportMixin, ExportColumn
 from wallets.models import Fee, Payout, PayoutAttempt, PayoutEvent, Provider, Wallet
-from wallets.services import payout_cancel, payout_resolve_manually, payout_retry
+from wallets.services import payout_cancel, payout_release, payout_resolve_manually, payout_retry
 
 
 @admin.register(Wallet)
@@ -185,7 +194,7 @@ STATUS_COLOURS = {
 
 
 @admin.register(Payout)
-class PayoutAdmin(MsisdnSearchMixin, ReadOnlyAdmin):
+class PayoutAdmin(CsvExportMixin, LargeBooksMixin, BooksSearchMixin, ReadOnlyAdmin):
     """Read-only fields; operators act through the retry / cancel / resolve services, audited.
 
     Acting needs the change permission on payouts (`has_operate_permission`); the change form itself
@@ -202,7 +211,7 @@ class PayoutAdmin(MsisdnSearchMixin, ReadOnlyAdmin):
         "status_badge",
         "provider",
         "fee",
-        "dearest_fee",
+        "saving",
         "checks",
         "flag_list",
         "age",
@@ -210,18 +219,49 @@ class PayoutAdmin(MsisdnSearchMixin, ReadOnlyAdmin):
     ]
     list_filter = ["status", "provider", "wallet", PayoutAgeFilter]
     list_select_related = ["transaction", "wallet", "provider"]
-    search_fields = ["msisdn", "transaction__kezbek_ref"]
+    search_fields = ["msisdn", "transaction__kezbek_ref", "transaction__partner_ref", "transaction__partner__code"]
+    transaction_path = "transaction__"  # BooksSearchMixin
+    match_transactions_by_id = True
     date_hierarchy = "created_at"
     ordering = ["-id"]
-    show_full_result_count = False
+    raw_id_fields = ["transaction"]  # millions of them: never a <select>
     leading_fields = ["transaction", "kezbek_ref", "msisdn", "wallet", "amount", "status", "flag_list", "provider"]
     hidden_fields = frozenset({"flags"})  # shown as flag_list
     inlines = [PayoutAttemptInline, PayoutEventInline]
-    actions = ["retry_payouts", "cancel_payouts"]
+    actions = ["release_payouts", "retry_payouts", "cancel_payouts"]
 
     @admin.display(description="kezbek ref", ordering="transaction__kezbek_ref")
     def kezbek_ref(self, obj: Payout) -> str:
         return obj.transaction.kezbek_ref
+
+    export_columns = [
+        ExportColumn("payout_id", "id"),
+        ExportColumn("kezbek_ref", "transaction__kezbek_ref"),
+        ExportColumn("partner", "transaction__partner__code"),
+        ExportColumn("msisdn", "msisdn"),
+        ExportColumn("wallet", "wallet__code"),
+        ExportColumn("amount", "amount", MONEY),
+        ExportColumn("status", "status"),
+        ExportColumn("provider", "provider__code"),
+        ExportColumn("reference", "reference"),
+        ExportColumn("provider_ref", "provider_ref"),
+        ExportColumn("fee", "fee", MONEY),
+        ExportColumn("dearest_fee", "dearest_fee", MONEY),
+        ExportColumn(
+            "saving", ExpressionWrapper(F("dearest_fee") - F("fee"), output_field=DecimalField(max_digits=14, decimal_places=2)), MONEY
+        ),
+        ExportColumn("flags", "flags", LIST),
+        ExportColumn("checks", "checks"),
+        ExportColumn("created_at", "created_at", DATETIME),
+        ExportColumn("updated_at", "updated_at", DATETIME),
+    ]
+
+    @admin.display(description="saving")
+    def saving(self, obj: Payout):
+        """What the chosen route saves against the dearest candidate (DOMAIN.md §4)."""
+        if obj.fee is None or obj.dearest_fee is None:
+            return None
+        return obj.dearest_fee - obj.fee
 
     @admin.display(description="flags")
     def flag_list(self, obj: Payout) -> str:
@@ -257,24 +297,37 @@ class PayoutAdmin(MsisdnSearchMixin, ReadOnlyAdmin):
 
     # --- actions --------------------------------------------------------------------------------
 
-    @admin.action(description="Retry selected FAILED payouts", permissions=["operate"])
-    def retry_payouts(self, request, queryset):
-        """FAILED → PENDING, every route tried afresh; anything else is refused with the reason."""
+    def _back_to_delivery(self, request, queryset, *, service, done_word: str, not_word: str, transition: str) -> None:
+        """Runs `service` on each selected payout by its own rules; says which moved and why the others did not."""
         done = []
         for payout in queryset.order_by("pk"):
             try:
-                payout_retry(payout=payout, actor=request.user)
+                service(payout=payout, actor=request.user)
             except CezbekError as error:
-                self.message_user(request, f"Payout {payout.pk} not retried: {_reason(error)}", messages.ERROR)
+                self.message_user(request, f"Payout {payout.pk} not {not_word}: {_reason(error)}", messages.ERROR)
                 continue
-            self.log_change(request, payout, "Retried (FAILED → PENDING)")
+            self.log_change(request, payout, f"{done_word} ({transition})")
             done.append(payout)
         if done:
             self.message_user(
                 request,
-                f"Retried {len(done)} payout(s): {', '.join(str(p.pk) for p in done)}; queued for delivery.",
+                f"{done_word} {len(done)} payout(s): {', '.join(str(p.pk) for p in done)}; queued for delivery.",
                 messages.SUCCESS,
             )
+
+    @admin.action(description="Release selected HELD payouts (velocity) for delivery", permissions=["operate"])
+    def release_payouts(self, request, queryset):
+        """HELD → PENDING (DOMAIN.md §8), queued for delivery; anything else is refused with the reason."""
+        self._back_to_delivery(
+            request, queryset, service=payout_release, done_word="Released", not_word="released", transition="HELD → PENDING"
+        )
+
+    @admin.action(description="Retry selected FAILED payouts", permissions=["operate"])
+    def retry_payouts(self, request, queryset):
+        """FAILED → PENDING, every route tried afresh; anything else is refused with the reason."""
+        self._back_to_delivery(
+            request, queryset, service=payout_retry, done_word="Retried", not_word="retried", transition="FAILED → PENDING"
+        )
 
     @admin.action(description="Cancel selected payouts not yet sent…", permissions=["operate"])
     def cancel_payouts(self, request, queryset):
@@ -360,7 +413,7 @@ class PayoutAdmin(MsisdnSearchMixin, ReadOnlyAdmin):
 
 
 @admin.register(PayoutAttempt)
-class PayoutAttemptAdmin(ReadOnlyAdmin):
+class PayoutAttemptAdmin(LargeBooksMixin, ReadOnlyAdmin):
     """For support: find a provider's conversation by our reference or theirs."""
 
     list_display = ["id", "payout", "provider", "kind", "reference", "outcome", "http_status", "latency_ms", "provider_ref", "created_at"]
@@ -368,5 +421,8 @@ class PayoutAttemptAdmin(ReadOnlyAdmin):
     list_select_related = ["payout", "provider"]
     search_fields = ["reference", "provider_ref"]
     ordering = ["-id"]
-    show_full_result_count = False
+    raw_id_fields = ["payout"]
     leading_fields = ["payout", "provider", "kind", "reference", "outcome", "http_status", "latency_ms", "provider_ref", "message"]
+
+
+from wallets import notifications_admin  # noqa: E402,F401  (customer emails: wallets/notifications_admin.py)

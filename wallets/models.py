@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -106,6 +107,7 @@ class Payout(models.Model):
         ordering = ["-id"]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive")]
         indexes = [models.Index(fields=["msisdn", "created_at"], name="payout_msisdn_recent")]
+        permissions = [("export_payout", "Can export payouts as CSV")]
 
     def __str__(self) -> str:
         return f"payout {self.pk} {self.amount} {self.status}"
@@ -167,3 +169,63 @@ class PayoutEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status or '∅'} → {self.to_status}"
+
+
+# --- Customer emails (DOMAIN.md §6; wallets/notifications.py) -------------------------------------
+
+
+class EmailTemplate(models.Model):
+    """The customer email's subject and bodies, editable in the admin, with {placeholders}.
+
+    Placeholders: wallets/notifications.py PLACEHOLDERS. An unknown placeholder or a stray brace is
+    refused on save; values are never evaluated as code, and HTML-escaped in the HTML body.
+    """
+
+    class Purpose(models.TextChoices):
+        PAYOUT_SUCCEEDED = "payout_succeeded", "Payout succeeded (to the customer)"
+
+    purpose = models.CharField(max_length=32, choices=Purpose.choices, unique=True)
+    subject = models.CharField(max_length=200)
+    body_text = models.TextField("text body")
+    body_html = models.TextField("HTML body", blank=True, help_text="Optional; sent beside the text body.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["purpose"]
+
+    def __str__(self) -> str:
+        return self.get_purpose_display()
+
+    def clean(self) -> None:
+        from wallets.notifications import template_errors  # the renderer lives with the sending code
+
+        errors = template_errors(subject=self.subject, body_text=self.body_text, body_html=self.body_html)
+        if errors:
+            raise ValidationError(errors)
+
+
+class EmailNotification(models.Model):
+    """The customer email of one payout: one row per payout, so it is sent at most once."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        SENDING = "SENDING"
+        SENT = "SENT"
+        FAILED = "FAILED"
+
+    payout = models.OneToOneField(Payout, on_delete=models.PROTECT, related_name="email_notification")
+    to = models.EmailField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    subject = models.CharField(max_length=300, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True)
+    provider_message_id = models.CharField(max_length=200, blank=True, help_text="SES's MessageId, or our Message-ID.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"email for payout {self.payout_id} ({self.status})"

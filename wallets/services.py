@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from decimal import Decimal
 
 import pybreaker
@@ -54,29 +56,89 @@ RESOLVABLE = (S.UNKNOWN, S.AWAITING_CALLBACK)
 
 
 def payout_create(*, transaction_obj, amount: Decimal, now: datetime) -> Payout:
-    """A PENDING payout for a transaction, handed to a worker once the database commits."""
+    """A PENDING payout for a transaction, handed to a worker once the database commits.
+
+    Risk control (DOMAIN.md §8): when it would take the MSISDN's payouts of the rolling window
+    over the velocity limit, it is created HELD, flagged `velocity`, and waits for an operator.
+    Call inside the purchase's transaction.
+    """
+    window_total = _velocity_window_total(msisdn=transaction_obj.msisdn, now=now)
+    held = window_total + amount > settings.CEZBEK_VELOCITY_LIMIT
     payout = sql.insert(
         Payout(
             transaction=transaction_obj,
             wallet_id=transaction_obj.wallet_id,
             msisdn=transaction_obj.msisdn,
             amount=amount,
-            status=S.PENDING,
+            status=S.HELD if held else S.PENDING,
+            flags=[VELOCITY] if held else [],
             created_at=now,
         )
     )
+    if held:
+        note = (
+            f"held: {window_total} already paid or owed to this MSISDN in the last "
+            f"{settings.CEZBEK_VELOCITY_WINDOW_SECONDS} s, over the limit of {settings.CEZBEK_VELOCITY_LIMIT} with this one"
+        )
+        _record_event(payout.pk, "", S.HELD, note, None)
+        logger.warning("payout %s %s", payout.pk, note)
+        return payout
     _record_event(payout.pk, "", S.PENDING, "created", None)
-    transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
+    hint = {
+        "wallet_id": payout.wallet_id,
+        "amount": str(payout.amount),
+        "msisdn": payout.msisdn,
+        "kezbek_ref": transaction_obj.kezbek_ref,
+    }
+    transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk, hint=hint))
     return payout
 
 
-def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = False) -> None:
-    """Queues delivery (or resolution). A broker outage loses nothing: the sweeper finds the payout."""
+VELOCITY = "velocity"
+VELOCITY_LOCK = 0x7E10C  # first key of the advisory locks that serialise one MSISDN's new payouts
+
+
+def _velocity_window_total(*, msisdn: str, now: datetime) -> Decimal:
+    """The MSISDN's payouts created within the window, across partners; FAILED and CANCELLED not counted.
+
+    On PostgreSQL a transaction-scoped advisory lock on the MSISDN is taken first, so that
+    concurrent purchases of one customer (through different partners too) see each other's
+    payouts: the sum is read by a statement that starts after the lock is held.
+    """
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [VELOCITY_LOCK, msisdn])
+        cursor.execute(
+            f"SELECT COALESCE(SUM(amount), 0) FROM {PAYOUTS} WHERE msisdn = %s AND created_at >= %s AND status NOT IN (%s, %s)",
+            [msisdn, _value(now - timedelta(seconds=settings.CEZBEK_VELOCITY_WINDOW_SECONDS)), S.FAILED, S.CANCELLED],
+        )
+        total = cursor.fetchone()[0]
+    return Decimal(total).quantize(Decimal("0.01"))
+
+
+def payout_release(*, payout: Payout, actor, note: str = "") -> Payout:
+    """HELD → PENDING: an operator lets a velocity-held payout go (audited); delivery starts after commit."""
+    if payout.status != S.HELD:
+        raise ValidationFailed.for_field("status", f"Only a HELD payout can be released; this one is {payout.status}.")
+    with transaction.atomic():
+        if not _move(payout, S.PENDING, expect=(S.HELD,), note=note or "released by an operator", actor=actor, next_check_at=None):
+            raise CezbekError("The payout changed meanwhile; reload and try again.")
+        transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
+    return payout
+
+
+def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = False, hint: dict | None = None) -> None:
+    """Queues delivery (or resolution). A broker outage loses nothing: the sweeper finds the payout.
+
+    `hint` (a new payout's wallet, amount, MSISDN and kezbek_ref) lets the worker claim it without
+    reading it first; the claim checks every one of them in its WHERE clause.
+    """
     from wallets.tasks import payout_deliver, payout_resolve
 
     task = payout_resolve if resolve else payout_deliver
+    kwargs = {"hint": hint} if hint and not resolve else None
     try:
-        task.apply_async((payout_id,), countdown=countdown or None)
+        task.apply_async((payout_id,), kwargs, countdown=countdown or None)
     except KombuError:
         logger.exception("could not queue payout %s; the sweeper will pick it up", payout_id)
 
@@ -112,8 +174,8 @@ def _remember(payout: Payout, fields: dict) -> None:
         setattr(payout, name, getattr(payout, name) + 1 if value is INCREMENT else value)
 
 
-def _update_if(payout: Payout, *, expect: tuple[str, ...], sets: dict) -> bool:
-    """UPDATE the payout if it is still in one of `expect` under the lease we hold."""
+def _update_if(payout: Payout, *, expect: tuple[str, ...], sets: dict, where: tuple[str, list] = ("", [])) -> bool:
+    """UPDATE the payout if it is still in one of `expect` under the lease we hold (and `where` holds)."""
     columns, params = [], []
     for column, value in sets.items():
         if value is INCREMENT:
@@ -122,8 +184,8 @@ def _update_if(payout: Payout, *, expect: tuple[str, ...], sets: dict) -> bool:
             columns.append(f"{column} = %s")
             params.append(_value(value))
     placeholders = ", ".join(["%s"] * len(expect))
-    sql = f"UPDATE {PAYOUTS} SET {', '.join(columns)} WHERE id = %s AND lease = %s AND status IN ({placeholders})"
-    return _run(sql, [*params, payout.pk, payout.lease, *expect]) == 1
+    sql = f"UPDATE {PAYOUTS} SET {', '.join(columns)} WHERE id = %s AND lease = %s AND status IN ({placeholders}){where[0]}"
+    return _run(sql, [*params, payout.pk, payout.lease, *expect, *where[1]]) == 1
 
 
 def _move(
@@ -149,12 +211,22 @@ def _move(
     return True
 
 
-def _claim(payout: Payout, *, expect: tuple[str, ...], provider_id: int, reference: str, kind: str, note: str, **fields) -> PayoutAttempt | None:
+def _claim(
+    payout: Payout,
+    *,
+    expect: tuple[str, ...],
+    provider_id: int,
+    reference: str,
+    kind: str,
+    note: str,
+    where: tuple[str, list] = ("", []),
+    **fields,
+) -> PayoutAttempt | None:
     """Takes the payout for one conversation with a provider: SENDING under a new lease, IN_FLIGHT row committed."""
     now = timezone.now()
     sets = {"status": S.SENDING, "lease": INCREMENT, "provider_id": provider_id, "reference": reference, "updated_at": now, **fields}
     with transaction.atomic():
-        if not _update_if(payout, expect=expect, sets=sets):
+        if not _update_if(payout, expect=expect, sets=sets, where=where):
             return None
         _record_event(payout.pk, payout.status, S.SENDING, note, None)
         attempt = sql.insert(PayoutAttempt(payout_id=payout.pk, provider_id=provider_id, kind=kind, reference=reference))
@@ -193,21 +265,62 @@ def payout_reference(*, kezbek_ref: str, provider_code: str) -> str:
 # --- delivery ----------------------------------------------------------------------------------
 
 
-def payout_deliver(*, payout_id: int) -> str | None:
+NOT_CLAIMED = "not claimed"
+
+
+def payout_deliver(*, payout_id: int, hint: dict | None = None) -> str | None:
     """Sends a PENDING payout through the cheapest healthy route, failing over on refusals.
 
     Safe to run twice: only the worker whose claim succeeds sends. Returns the final status
     this call left the payout in (None when there was nothing to do).
+
+    With a `hint` (a new payout's own fields, from `payout_create`) the first claim goes out
+    without reading the payout: it applies only if the payout is PENDING, never claimed, and
+    has exactly that wallet, amount, MSISDN and transaction. Otherwise the payout is read.
     """
+    if hint is not None:
+        outcome = _deliver(*_hinted(payout_id, hint), refused=set())
+        if outcome != NOT_CLAIMED:
+            return outcome
     payout = _load_for_delivery(payout_id)
     if payout is None or payout.status != S.PENDING:
         return None
     # Never claimed (lease 0): nothing can have refused it yet.
     refused = selectors.payout_refused_by(payout=payout) if payout.lease else set()
+    outcome = _deliver(payout, ("", []), refused=refused)
+    return None if outcome == NOT_CLAIMED else outcome
+
+
+def _hinted(payout_id: int, hint: dict) -> tuple[Payout, tuple[str, list]]:
+    """A never-claimed payout as `payout_create` described it, and the condition that proves it."""
+    payout = Payout(
+        pk=payout_id,
+        status=S.PENDING,
+        lease=0,
+        wallet_id=int(hint["wallet_id"]),
+        msisdn=str(hint["msisdn"]),
+        amount=Decimal(str(hint["amount"])),
+        provider_ref="",
+        checks=0,
+    )
+    payout.kezbek_ref = str(hint["kezbek_ref"])
+    where = (
+        f" AND wallet_id = %s AND amount = %s AND msisdn = %s"
+        f" AND transaction_id = (SELECT t.id FROM {TRANSACTIONS} t WHERE t.kezbek_ref = %s)",
+        [payout.wallet_id, payout.amount, payout.msisdn, payout.kezbek_ref],
+    )
+    return payout, where
+
+
+def _deliver(payout: Payout, where: tuple[str, list], *, refused: set[str]) -> str | None:
+    """The route loop: claim the cheapest route, send, fail over on refusals."""
     skipped: set[str] = set()  # unavailable right now: not refused for good
+    first = True
     while True:
         route = selectors.cheapest_route(wallet_id=payout.wallet_id, amount=payout.amount, exclude=refused | skipped)
         if route is None:
+            if first and where[0]:
+                return NOT_CLAIMED  # unproven hint: decide on the payout as stored
             return _no_route(payout, refused=refused, skipped=skipped)
         reference = payout_reference(kezbek_ref=payout.kezbek_ref, provider_code=route.provider_code)
         attempt = _claim(
@@ -220,9 +333,11 @@ def payout_deliver(*, payout_id: int) -> str | None:
             fee=route.fee,
             dearest_fee=route.dearest_fee,
             next_check_at=None,
+            where=where,
         )
         if attempt is None:
-            return None  # another worker has it
+            return NOT_CLAIMED if first else None  # another worker has it
+        first, where = False, ("", [])
         outcome = _send(payout, attempt, route.provider_code)
         if outcome == "refused":
             refused.add(route.provider_code)
@@ -247,23 +362,27 @@ def _send(payout: Payout, attempt: PayoutAttempt, code: str) -> str:
             callback_url=_callback_url(code),
         )
     except pybreaker.CircuitBreakerError:
-        _finish_attempt(attempt, O.BREAKER_OPEN, started=started, message="circuit open: not sent")
-        return _back_to_pending(payout, f"{code} breaker open, not sent", skipped=True)
+        finish = partial(_finish_attempt, attempt, O.BREAKER_OPEN, started=started, message="circuit open: not sent")
+        return _back_to_pending(payout, f"{code} breaker open, not sent", skipped=True, finish=finish)
     except Unavailable as exc:
-        _finish_attempt(attempt, O.UNAVAILABLE, started=started, http_status=exc.http_status, message=exc.reason)
-        return _back_to_pending(payout, f"{code} unavailable: {exc.reason}", skipped=True)
+        finish = partial(_finish_attempt, attempt, O.UNAVAILABLE, started=started, http_status=exc.http_status, message=exc.reason)
+        return _back_to_pending(payout, f"{code} unavailable: {exc.reason}", skipped=True, finish=finish)
     except Refused as exc:
-        _finish_attempt(attempt, O.REFUSED, started=started, http_status=exc.http_status, message=exc.reason)
-        return _back_to_pending(payout, f"{code} refused: {exc.reason}", skipped=False)
+        finish = partial(_finish_attempt, attempt, O.REFUSED, started=started, http_status=exc.http_status, message=exc.reason)
+        return _back_to_pending(payout, f"{code} refused: {exc.reason}", skipped=False, finish=finish)
     except Unknown as exc:
-        _finish_attempt(attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
-        return _unknown(payout, client, f"{code} unknown outcome: {exc.reason}")
+        finish = partial(_finish_attempt, attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
+        return _unknown(payout, client, f"{code} unknown outcome: {exc.reason}", finish=finish)
     if isinstance(result, Credited):
-        _finish_attempt(attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref)
-        _succeed(payout, f"credited by {code}", provider_ref=result.provider_ref)
+        finish = partial(
+            _finish_attempt, attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref
+        )
+        _succeed(payout, f"credited by {code}", provider_ref=result.provider_ref, finish=finish)
         return S.SUCCEEDED
-    _finish_attempt(attempt, O.PENDING, started=started, http_status=result.http_status, provider_ref=result.provider_ref or "")
-    return _await_callback(payout, f"{code} pending: waiting for its callback", provider_ref=result.provider_ref or "")
+    finish = partial(
+        _finish_attempt, attempt, O.PENDING, started=started, http_status=result.http_status, provider_ref=result.provider_ref or ""
+    )
+    return _await_callback(payout, f"{code} pending: waiting for its callback", provider_ref=result.provider_ref or "", finish=finish)
 
 
 def _callback_url(code: str) -> str | None:
@@ -272,24 +391,35 @@ def _callback_url(code: str) -> str | None:
     return f"{settings.CEZBEK_PUBLIC_URL}/api/v1/providers/xenit/callback"
 
 
-def _back_to_pending(payout: Payout, note: str, *, skipped: bool) -> str:
+def _nothing() -> None:
+    pass
+
+
+# Each outcome's `finish` writes the attempt row's outcome in the same transaction as the
+# payout's move: one commit (one WAL flush) for both.
+
+
+def _back_to_pending(payout: Payout, note: str, *, skipped: bool, finish: Callable[[], None] = _nothing) -> str:
     with transaction.atomic():
+        finish()
         if not _move(payout, S.PENDING, expect=(S.SENDING,), note=note):
             return "lost"
     return "skipped" if skipped else "refused"
 
 
-def _succeed(payout: Payout, note: str, *, provider_ref: str, expect=(S.SENDING,)) -> bool:
+def _succeed(payout: Payout, note: str, *, provider_ref: str, expect=(S.SENDING,), finish: Callable[[], None] = _nothing) -> bool:
     with transaction.atomic():
+        finish()
         done = _move(payout, S.SUCCEEDED, expect=expect, note=note, provider_ref=provider_ref or payout.provider_ref, next_check_at=None)
         if done:
             transaction.on_commit(lambda: _after_terminal(payout.pk))
     return done
 
 
-def _await_callback(payout: Payout, note: str, *, provider_ref: str) -> str:
+def _await_callback(payout: Payout, note: str, *, provider_ref: str, finish: Callable[[], None] = _nothing) -> str:
     check_at = timezone.now() + timedelta(seconds=settings.CEZBEK_CALLBACK_WAIT_SECONDS)
     with transaction.atomic():
+        finish()
         if not _move(payout, S.AWAITING_CALLBACK, expect=(S.SENDING,), note=note, provider_ref=provider_ref, next_check_at=check_at):
             return "lost"
         transaction.on_commit(
@@ -298,9 +428,10 @@ def _await_callback(payout: Payout, note: str, *, provider_ref: str) -> str:
     return S.AWAITING_CALLBACK
 
 
-def _unknown(payout: Payout, client, note: str) -> str:
+def _unknown(payout: Payout, client, note: str, *, finish: Callable[[], None] = _nothing) -> str:
     """The money may have moved. Inquire after the grace period, or hand to a person when we can't."""
     with transaction.atomic():
+        finish()
         if not (client.supports_inquiry and client.idempotent):
             moved = _move(payout, S.MANUAL_REVIEW, expect=(S.SENDING,), note=f"{note}; {client.code} has no status inquiry: never re-sent", next_check_at=None)
             if moved:
@@ -332,8 +463,35 @@ def _no_route(payout: Payout, *, refused: set[str], skipped: set[str]) -> str:
 
 
 def _after_terminal(payout_id: int) -> None:
-    """Hook for what follows a terminal state (notifications, webhooks: later issues)."""
-    logger.info("payout %s reached a terminal state", payout_id)
+    """Queues what follows a terminal state (DOMAIN.md §6): the partner webhook and the customer email.
+
+    Runs on commit in the delivery path: one publish, nothing sent from here (wallets.payout_notify
+    records and sends them, once each).
+    """
+    from wallets.tasks import payout_notify
+
+    if not _anyone_to_tell(payout_id):
+        return  # no customer email, no partner webhook: no task to run
+    try:
+        payout_notify.apply_async((payout_id,))
+    except KombuError:
+        logger.exception("could not queue the notifications of payout %s (webhook, email)", payout_id)
+
+
+def _anyone_to_tell(payout_id: int) -> bool:
+    """Whether the purchase gave an email or its partner has a webhook URL: one indexed read, cheaper
+    than a notification task that would find nothing to do."""
+    from partners.models import Partner
+
+    partners = connection.ops.quote_name(Partner._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT t.email, pa.webhook_url FROM {PAYOUTS} p JOIN {TRANSACTIONS} t ON t.id = p.transaction_id "
+            f"JOIN {partners} pa ON pa.id = t.partner_id WHERE p.id = %s",
+            [payout_id],
+        )
+        row = cursor.fetchone()
+    return row is not None and bool(row[0] or row[1])
 
 
 # --- resolving unknown and pending outcomes ---------------------------------------------------
@@ -372,33 +530,35 @@ def payout_resolve(*, payout_id: int) -> str | None:
         result = client.inquire(reference=attempt.reference)
     except TransferNotFound as exc:
         # Nothing moved (and the grace period has passed): it may be sent again.
-        _finish_attempt(attempt, O.NOT_FOUND, started=started, http_status=exc.http_status, message=exc.reason)
         with transaction.atomic():
+            _finish_attempt(attempt, O.NOT_FOUND, started=started, http_status=exc.http_status, message=exc.reason)
             if _move(payout, S.PENDING, expect=(S.SENDING,), note=f"{code} has no such transfer: nothing moved, send again"):
                 transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
                 return S.PENDING
         return None
     except Refused as exc:
-        _finish_attempt(attempt, O.REFUSED, started=started, http_status=exc.http_status, message=exc.reason)
         with transaction.atomic():
+            _finish_attempt(attempt, O.REFUSED, started=started, http_status=exc.http_status, message=exc.reason)
             if _move(payout, S.PENDING, expect=(S.SENDING,), note=f"{code} reports the transfer failed: next route"):
                 transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk))
                 return S.PENDING
         return None
     except ProviderError as exc:  # Unknown: the inquiry itself failed
-        _finish_attempt(attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
         delay = _backoff(payout.checks)
         with transaction.atomic():
+            _finish_attempt(attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
             if _move(payout, previous, expect=(S.SENDING,), note=f"inquiry failed: {exc.reason}; again in {delay:.0f}s", next_check_at=timezone.now() + timedelta(seconds=delay)):
                 transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk, countdown=delay, resolve=True))
                 return previous
         return None
     if isinstance(result, Credited):
-        _finish_attempt(attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref)
-        return S.SUCCEEDED if _succeed(payout, f"{code} inquiry: credited", provider_ref=result.provider_ref) else None
-    _finish_attempt(attempt, O.PENDING, started=started, http_status=result.http_status, provider_ref=result.provider_ref or "")
+        finish = partial(
+            _finish_attempt, attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref
+        )
+        return S.SUCCEEDED if _succeed(payout, f"{code} inquiry: credited", provider_ref=result.provider_ref, finish=finish) else None
     delay = _backoff(payout.checks)
     with transaction.atomic():
+        _finish_attempt(attempt, O.PENDING, started=started, http_status=result.http_status, provider_ref=result.provider_ref or "")
         if _move(payout, S.AWAITING_CALLBACK, expect=(S.SENDING,), note=f"{code} inquiry: still pending", next_check_at=timezone.now() + timedelta(seconds=delay)):
             transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk, countdown=delay, resolve=True))
             return S.AWAITING_CALLBACK
@@ -527,3 +687,31 @@ def payout_resolve_manually(*, payout: Payout, actor, succeeded: bool, note: str
             raise CezbekError("The payout changed meanwhile; reload and try again.")
         transaction.on_commit(lambda: _after_terminal(payout.pk))
     return payout
+
+
+# --- reconciliation (DOMAIN.md §7) ---------------------------------------------------------------
+
+
+def payout_settle_found_paid(*, payout: Payout, provider_ref: str, note: str, actor=None) -> bool:
+    """UNKNOWN or MANUAL_REVIEW → SUCCEEDED: the provider's settlement file shows the credit.
+
+    `note` cites the evidence (settlement run, file and line). A conditional update under the payout's
+    lease, which it also bumps so that no worker still holding the old lease can write. Returns False,
+    changing nothing, when the payout is no longer UNKNOWN or MANUAL_REVIEW.
+    """
+    if not note or not note.strip():
+        raise ValidationFailed.for_field("note", "Cite the evidence: a note is required.")
+    with transaction.atomic():
+        moved = _move(
+            payout,
+            S.SUCCEEDED,
+            expect=(S.UNKNOWN, S.MANUAL_REVIEW),
+            note=note.strip(),
+            actor=actor,
+            provider_ref=provider_ref or payout.provider_ref,
+            next_check_at=None,
+            lease=INCREMENT,
+        )
+        if moved:
+            transaction.on_commit(lambda: _after_terminal(payout.pk))
+    return moved

@@ -6,8 +6,8 @@ from wallets import services
 
 
 @shared_task(name="wallets.payout_deliver")
-def payout_deliver(payout_id: int) -> str | None:
-    return services.payout_deliver(payout_id=payout_id)
+def payout_deliver(payout_id: int, hint: dict | None = None) -> str | None:
+    return services.payout_deliver(payout_id=payout_id, hint=hint)
 
 
 @shared_task(name="wallets.payout_resolve")
@@ -23,3 +23,38 @@ def payout_sweep() -> dict:
 @shared_task(name="wallets.noop")
 def noop(payout_id: int) -> None:
     """Does nothing: the benchmark's measure of the queue's own cost."""
+
+
+@shared_task(name="wallets.payout_notify")
+def payout_notify(payout_id: int) -> dict:
+    """After a terminal state: records the partner webhook and the customer email once, and queues them."""
+    from wallets import notifications
+
+    return notifications.payout_notify(payout_id=payout_id)
+
+
+@shared_task(name="wallets.payout_email_send")
+def payout_email_send(notification_id: int, retry: int = 0) -> str | None:
+    """Sends one customer email at most once; a passing SES/SMTP problem queues another try, with back-off."""
+    from django.conf import settings
+
+    from wallets import notifications
+
+    last_try = retry + 1 >= settings.CEZBEK_EMAIL_MAX_ATTEMPTS
+    status = notifications.email_send(notification_id=notification_id, last_try=last_try)
+    if status == notifications.Status.PENDING:
+        notifications.email_enqueue(
+            notification_id=notification_id, countdown=notifications.email_retry_delay(retry=retry), retry=retry + 1
+        )
+    return status
+
+
+@shared_task(name="wallets.reward_digest_send")
+def reward_digest_send(day: str | None = None, retry_failed: bool = False) -> dict:
+    """The nightly reward digest (beat): yesterday's (Asia/Jakarta) unless `day` (YYYY-MM-DD) is given."""
+    from datetime import date
+
+    from wallets import digest
+
+    when = date.fromisoformat(day) if day else digest.digest_yesterday()
+    return digest.reward_digest_send(day=when, retry_failed=retry_failed).as_dict()

@@ -160,8 +160,8 @@ def _sessions_on_test_database() -> int:
         return cursor.fetchone()[0]
 
 
-@pytest.fixture
-def worker(sandbox, live_server, tmp_path, settings):
+def worker_env(sandbox, live_server, settings) -> dict:
+    """The environment of an end-to-end worker: the test database, the sandbox, the live API, FAST timings."""
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -173,7 +173,12 @@ def worker(sandbox, live_server, tmp_path, settings):
     }
     for code in settings.CEZBEK_PROVIDERS:
         env.pop(f"CEZBEK_PROVIDER_{code}_URL", None)
-    w = Worker(env, tmp_path / "worker.log")
+    return env
+
+
+@pytest.fixture
+def worker(sandbox, live_server, tmp_path, settings):
+    w = Worker(worker_env(sandbox, live_server, settings), tmp_path / "worker.log")
     w.start()
     yield w
     w.stop()

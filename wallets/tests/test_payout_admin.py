@@ -356,3 +356,39 @@ def test_attempts_are_searchable_by_reference_and_read_only(admin_client, make_p
     assert admin_client.get(reverse("admin:wallets_payoutattempt_add")).status_code == 403
     attempt.refresh_from_db()
     assert attempt.outcome == "UNKNOWN"
+
+
+# --- velocity holds (DOMAIN.md §8) ----------------------------------------------------------------
+
+
+def test_release_sends_a_held_payout_naming_the_operator(admin_client, admin_user, make_payout, enqueued, django_capture_on_commit_callbacks):
+    held = make_payout(S.HELD, flags=["velocity"])
+    pending = make_payout(S.PENDING)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = act(admin_client, "release_payouts", [held, pending])
+    held.refresh_from_db()
+    pending.refresh_from_db()
+    assert (held.status, held.flags) == (S.PENDING, ["velocity"])
+    assert events(held)[-1] == ("HELD", "PENDING", admin_user.username, "released by an operator")
+    assert enqueued == [held.pk]
+    assert pending.status == S.PENDING and events(pending)[-1][1] == "PENDING" and len(events(pending)) == 1
+    assert message_texts(response) == [
+        f"Payout {pending.pk} not released: Only a HELD payout can be released; this one is PENDING.",
+        f"Released 1 payout(s): {held.pk}; queued for delivery.",
+    ]
+
+
+def test_a_held_payout_can_be_cancelled(admin_client, admin_user, make_payout):
+    held = make_payout(S.HELD, flags=["velocity"])
+    act(admin_client, "cancel_payouts", [held], post="yes", note="customer confirmed fraud")
+    held.refresh_from_db()
+    assert held.status == S.CANCELLED
+    assert events(held)[-1] == ("HELD", "CANCELLED", admin_user.username, "customer confirmed fraud")
+
+
+def test_staff_who_may_only_view_cannot_release(viewer, make_payout, enqueued):
+    held = make_payout(S.HELD, flags=["velocity"])
+    response = act(viewer, "release_payouts", [held])
+    held.refresh_from_db()
+    assert held.status == S.HELD and enqueued == []
+    assert response.status_code in (200, 302)  # Django answers an action not offered with the list again
