@@ -6,12 +6,13 @@
 - The rows are split into chunks that never share a customer (MSISDN): a customer's rows are
   recorded in file order, as loyalty counts purchases in order, and chunks run in parallel without
   waiting for each other's locks on loyalty states.
-- `batch_chunk_process` records one chunk in one database transaction, each row in its own
-  savepoint through `transaction_record` (the validation, rules and idempotency of
-  `POST /api/v1/cashbacks`). The chunk's `done_at`, its rows' outcomes and the batch's counters
-  are written in that same transaction, after taking the chunk's row lock: a chunk run twice
-  (Celery delivers at least once) records nothing twice and counts nothing twice, and a chunk
-  that fails half-way leaves nothing behind. Payouts are queued when the chunk commits.
+- `batch_chunk_process` records one chunk in one database transaction through
+  `cashback/batch_record.py`: the validation, rules and idempotency of `POST /api/v1/cashbacks`,
+  row by row in file order, with the database work done once per chunk. The chunk's `done_at`,
+  its rows' outcomes and the batch's counters are written in that same transaction, after taking
+  the chunk's row lock: a chunk run twice (Celery delivers at least once) records nothing twice
+  and counts nothing twice, and a chunk that fails half-way leaves nothing behind. Its payouts
+  are queued together when the chunk commits.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ from kombu.exceptions import KombuError
 
 from cashback import validation
 from cashback.models import Batch, BatchChunk, BatchRow
-from cashback.services import Purchase, transaction_record
-from cezbek.errors import Conflict, NotFound, ValidationFailed
+from cashback.batch_record import chunk_record
+from cashback.services import Purchase
+from cezbek.errors import NotFound, ValidationFailed
+from wallets.services import payouts_enqueue
 
 logger = logging.getLogger("cezbek.batches")
 
@@ -295,23 +298,6 @@ def purchase_from_row(row: BatchRow) -> Purchase:
     return Purchase(email=email.lower(), wallet=wallet, **values)
 
 
-def _row_record(row: BatchRow, partner) -> None:
-    """Records one row through the single-purchase path and notes its outcome on the row."""
-    if row.error_code:  # its shape was wrong at upload
-        row.outcome = O.FAILED
-        return
-    try:
-        txn, created = transaction_record(partner=partner, purchase=purchase_from_row(row))
-    except (ValidationFailed, Conflict) as error:  # anything else aborts the chunk, to be retried
-        row.outcome = O.FAILED
-        row.error_code = error.code
-        row.error_field = ";".join(error.fields) if error.fields else ("partner_ref" if isinstance(error, Conflict) else "")
-        row.error_message = error.message
-        return
-    row.outcome = O.ACCEPTED if created else O.DUPLICATE
-    row.transaction = txn
-
-
 def _outcomes_write(rows: list[BatchRow]) -> None:
     """One UPDATE per row, sent as one pipelined batch: `bulk_update`'s CASE expressions cost
     more Python than recording the purchases."""
@@ -347,10 +333,10 @@ def batch_chunk_process(*, batch_id: int, number: int) -> str:
         rows = list(BatchRow.objects.filter(batch_id=batch_id, chunk=number).order_by("number"))
         if len(rows) != chunk.rows:
             raise RuntimeError(f"batch {batch_id} chunk {number}: {len(rows)} rows, expected {chunk.rows}")
-        for row in rows:
-            _row_record(row, batch.partner)
-        _outcomes_write(rows)
         now = timezone.now()
+        payouts = chunk_record(rows=rows, partner=batch.partner, now=now, purchase_of=purchase_from_row)
+        _outcomes_write(rows)
+        transaction.on_commit(lambda: payouts_enqueue(payouts=payouts))
         BatchChunk.objects.filter(pk=chunk.pk).update(done_at=now)
         counts = Counter(row.outcome for row in rows)
         n = len(rows)

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Round
 
 ZERO = Decimal("0.00")
 
@@ -104,7 +105,9 @@ class Transaction(models.Model):
             models.CheckConstraint(condition=Q(amount__gt=0), name="transaction_amount_positive"),
             models.CheckConstraint(condition=Q(quantity__gte=1), name="transaction_quantity_positive"),
             models.CheckConstraint(
-                condition=Q(total=models.F("cashback") + models.F("reward")), name="transaction_total_is_sum"
+                # Rounded to the cent: exact on PostgreSQL's numeric; SQLite (`make run`) keeps
+                # decimals as binary floats, where 512.19 + 5000.00 is not the float of 5512.19.
+                condition=Q(total=Round(models.F("cashback") + models.F("reward"), 2)), name="transaction_total_is_sum"
             ),
         ]
         indexes = [models.Index(fields=["partner", "-id"], name="transaction_partner_newest")]

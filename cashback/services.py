@@ -16,6 +16,7 @@ from cashback.selectors import cashback_rule_matching
 from cezbek import sql
 from cezbek.errors import Conflict, UnknownWallet
 from loyalty.models import TierLevel
+from loyalty.rules import Standing
 from loyalty.services import loyalty_plan_commit, loyalty_purchase_plan
 from wallets.selectors import wallet_active
 from wallets.services import payout_create
@@ -51,7 +52,7 @@ def kezbek_ref_new() -> str:
     return "KZ" + base64.b32encode(secrets.token_bytes(15)).decode()
 
 
-def _same_purchase(existing: Transaction, purchase: Purchase, wallet_id: int) -> bool:
+def same_purchase(existing: Transaction, purchase: Purchase, wallet_id: int) -> bool:
     return (
         existing.msisdn == purchase.msisdn
         and existing.quantity == purchase.quantity
@@ -78,7 +79,7 @@ def transaction_record(*, partner, purchase: Purchase) -> tuple[Transaction, boo
             existing = Transaction.objects.filter(partner=partner, partner_ref=purchase.partner_ref).first()
             if existing is None:
                 continue  # a kezbek_ref collision (2^-120): draw again
-            if not _same_purchase(existing, purchase, wallet.id):
+            if not same_purchase(existing, purchase, wallet.id):
                 raise Conflict(
                     f"partner_ref {purchase.partner_ref!r} was already used for a different purchase."
                 ) from None
@@ -91,34 +92,34 @@ def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:
     with transaction.atomic():
         # Lock the customer's loyalty state first: purchases of one customer run one at a time.
         plan = loyalty_purchase_plan(partner=partner, msisdn=purchase.msisdn, now=now)
-        rule = cashback_rule_matching(partner=partner, quantity=purchase.quantity, amount=purchase.amount, at=now)
-        cashback = (
-            cashback_compute(amount=purchase.amount, percentage=rule.percentage, cap=rule.max_cashback) if rule else ZERO
-        )
-        total = cashback + plan.reward
-        txn = sql.insert(
-            Transaction(
-                kezbek_ref=kezbek_ref_new(),
-                partner=partner,
-                partner_ref=purchase.partner_ref,
-                msisdn=purchase.msisdn,
-                email=purchase.email,
-                quantity=purchase.quantity,
-                amount=purchase.amount,
-                wallet=wallet,
-                rule=rule,
-                cashback=cashback,
-                reward=plan.reward,
-                total=total,
-                tier_id=plan.after.rung.id,
-                tier_count=plan.after.count,
-                tier_expires_at=plan.after.expires_at,
-                created_at=now,
-            )
-        )
+        txn = sql.insert(transaction_new(partner=partner, purchase=purchase, wallet=wallet, after=plan.after, reward=plan.reward, now=now))
         # The document shows the tier's name: attach the tier we already know instead of a query.
         Transaction.tier.field.set_cached_value(txn, TierLevel(id=plan.after.rung.id, name=plan.after.rung.name, rank=plan.after.rung.rank))
         loyalty_plan_commit(plan=plan, transaction_id=txn.pk)
-        if total > 0:
-            payout_create(transaction_obj=txn, amount=total, now=now)
+        if txn.total > 0:
+            payout_create(transaction_obj=txn, amount=txn.total, now=now)
     return txn
+
+
+def transaction_new(*, partner, purchase: Purchase, wallet, after: Standing, reward: Decimal, now) -> Transaction:
+    """The unsaved transaction of an accepted purchase: its rule's cashback plus the loyalty reward."""
+    rule = cashback_rule_matching(partner=partner, quantity=purchase.quantity, amount=purchase.amount, at=now)
+    cashback = cashback_compute(amount=purchase.amount, percentage=rule.percentage, cap=rule.max_cashback) if rule else ZERO
+    return Transaction(
+        kezbek_ref=kezbek_ref_new(),
+        partner=partner,
+        partner_ref=purchase.partner_ref,
+        msisdn=purchase.msisdn,
+        email=purchase.email,
+        quantity=purchase.quantity,
+        amount=purchase.amount,
+        wallet=wallet,
+        rule=rule,
+        cashback=cashback,
+        reward=reward,
+        total=cashback + reward,
+        tier_id=after.rung.id,
+        tier_count=after.count,
+        tier_expires_at=after.expires_at,
+        created_at=now,
+    )

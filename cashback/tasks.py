@@ -6,7 +6,7 @@ live purchases wait behind it; every worker started without -Q consumes both que
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import IntegrityError, InterfaceError, OperationalError
 
 from cashback import batches
 
@@ -17,13 +17,13 @@ def batch_start(batch_id: int) -> int:
     return batches.batch_dispatch(batch_id=batch_id)
 
 
-# A deadlock (two chunks racing for the same partner_ref), a lost connection: the chunk's
-# transaction was rolled back whole, so running it again is safe. After the last retry the batch
-# sweeper resumes it.
+# A deadlock, a lost connection, a partner_ref inserted meanwhile by another chunk or the API (the
+# retry finds it stored: a duplicate or a conflict): the chunk's transaction was rolled back whole,
+# so running it again is safe. After the last retry the batch sweeper resumes it.
 @shared_task(
     name="cashback.batch_chunk",
     queue=settings.CEZBEK_BATCH_QUEUE,
-    autoretry_for=(OperationalError, InterfaceError),
+    autoretry_for=(OperationalError, InterfaceError, IntegrityError),
     retry_backoff=2,
     retry_backoff_max=120,
     max_retries=8,

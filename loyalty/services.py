@@ -40,26 +40,53 @@ def loyalty_purchase_plan(*, partner, msisdn: str, now: datetime) -> PurchasePla
         raise CezbekError("No loyalty tiers are configured.")
     state = _state_lock(partner_id=partner.pk, msisdn=msisdn)
     if state is None:
-        begin = rules.start(ladder, now)
         # Two first purchases at once: one insert wins, the other is ignored; both then lock the row.
         LoyaltyState.objects.bulk_create(
-            [
-                LoyaltyState(
-                    partner=partner,
-                    msisdn=msisdn,
-                    tier_id=begin.rung.id,
-                    count=0,
-                    entered_at=begin.entered_at,
-                    expires_at=begin.expires_at,
-                )
-            ],
-            ignore_conflicts=True,
+            [loyalty_state_new(ladder=ladder, partner_id=partner.pk, msisdn=msisdn, now=now)], ignore_conflicts=True
         )
         state = _state_lock(partner_id=partner.pk, msisdn=msisdn)
-    rung = ladder.by_id(state.tier_id) or rung_for(TierLevel.objects.get(pk=state.tier_id))
-    standing = rules.Standing(rung=rung, count=state.count, entered_at=state.entered_at, expires_at=state.expires_at)
-    after, steps, reward = rules.purchase(ladder, standing, now)
+    after, steps, reward = rules.purchase(ladder, standing_of(ladder, state), now)
     return PurchasePlan(state=state, after=after, steps=steps, reward=reward)
+
+
+def loyalty_state_new(*, ladder: rules.Ladder, partner_id: int, msisdn: str, now: datetime) -> LoyaltyState:
+    """The unsaved state of a customer's first purchase: the entry tier, count 0."""
+    begin = rules.start(ladder, now)
+    return LoyaltyState(
+        partner_id=partner_id, msisdn=msisdn, tier_id=begin.rung.id, count=0, entered_at=begin.entered_at, expires_at=begin.expires_at
+    )
+
+
+def standing_of(ladder: rules.Ladder, state: LoyaltyState) -> rules.Standing:
+    """A stored state as the rules see it (its tier may since have been archived from the ladder)."""
+    rung = ladder.by_id(state.tier_id) or rung_for(TierLevel.objects.get(pk=state.tier_id))
+    return rules.Standing(rung=rung, count=state.count, entered_at=state.entered_at, expires_at=state.expires_at)
+
+
+def standing_apply(state: LoyaltyState, after: rules.Standing) -> None:
+    """Copies a new standing onto the state (not saved)."""
+    state.tier_id = after.rung.id
+    state.count = after.count
+    state.entered_at = after.entered_at
+    state.expires_at = after.expires_at
+
+
+def journey_entries(*, state: LoyaltyState, steps: list[rules.Step], transaction_id: int) -> list[JourneyEntry]:
+    """One unsaved journey entry per step of a purchase; a demotion belongs to no transaction."""
+    return [
+        JourneyEntry(
+            state=state,
+            transaction_id=transaction_id if step.reason != "DEMOTED" else None,
+            reason=step.reason,
+            tier_before_id=step.before.id,
+            tier_after_id=step.after.rung.id,
+            count=step.after.count,
+            reward=step.reward,
+            expires_at=step.after.expires_at,
+            created_at=step.at,
+        )
+        for step in steps
+    ]
 
 
 def _state_lock(*, partner_id: int, msisdn: str) -> LoyaltyState | None:
@@ -82,25 +109,10 @@ def _state_lock(*, partner_id: int, msisdn: str) -> LoyaltyState | None:
 def loyalty_plan_commit(*, plan: PurchasePlan, transaction_id: int) -> None:
     """Writes a planned purchase: the state and one journey entry per step."""
     state = plan.state
-    state.tier_id = plan.after.rung.id
-    state.count = plan.after.count
-    state.entered_at = plan.after.entered_at
-    state.expires_at = plan.after.expires_at
+    standing_apply(state, plan.after)
     sql.update(state, ["tier", "count", "entered_at", "expires_at", "updated_at"])
-    for step in plan.steps:
-        sql.insert(
-            JourneyEntry(
-                state=state,
-                transaction_id=transaction_id if step.reason != "DEMOTED" else None,
-                reason=step.reason,
-                tier_before_id=step.before.id,
-                tier_after_id=step.after.rung.id,
-                count=step.after.count,
-                reward=step.reward,
-                expires_at=step.after.expires_at,
-                created_at=step.at,
-            )
-        )
+    for entry in journey_entries(state=state, steps=plan.steps, transaction_id=transaction_id):
+        sql.insert(entry)
 
 
 def tier_expire_all(*, as_of: datetime, batch_size: int = 1000, progress=None) -> int:

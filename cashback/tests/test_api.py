@@ -103,6 +103,15 @@ def test_fifth_purchase_rewards_and_promotes(api, setup):
     assert Payout.objects.get(transaction__partner_ref="P5").amount == Decimal("5001.00")
 
 
+def test_a_reward_plus_cashback_that_binary_floats_cannot_add_is_stored(api, setup):
+    # 512.19 + 5000.00 is not the float nearest 5512.19: SQLite (`make run`) keeps decimals as floats
+    for n in range(1, 6):
+        response = api.post(PATH, purchase(partner_ref=f"F{n}", amount="51219.00"))
+        assert response.status_code == 201, response.content
+    assert (response.json()["cashback"], response.json()["reward"], response.json()["total"]) == ("512.19", "5000.00", "5512.19")
+    assert Transaction.objects.get(partner_ref="F5").total == Decimal("5512.19")
+
+
 def test_detail_shows_current_payout_state(api, setup):
     ref = api.post(PATH, purchase()).json()["kezbek_ref"]
     Payout.objects.update(status="SUCCEEDED")

@@ -43,6 +43,16 @@ def get(api, path: str, *, accept: str | None = None):
     return api.client.generic("GET", path, b"", headers=headers)
 
 
+def queue_depth() -> int:
+    """Messages waiting in the payouts' queue on the configured broker (Redis, or the filesystem without it)."""
+    from django.conf import settings
+
+    from cezbek.celery import app
+
+    with app.connection_for_write() as connection:
+        return connection.default_channel.queue_declare(queue=settings.CELERY_TASK_DEFAULT_QUEUE).message_count
+
+
 def run_chunks(batch: Batch) -> list[str]:
     """Every chunk of the batch, through the Celery task's own code."""
     return [batch_chunk(batch.pk, n) for n in range(batch.chunks)]
@@ -160,7 +170,10 @@ def test_chunk_task_run_twice_records_and_counts_nothing_twice(api, setup, djang
         assert batch_chunk(batch.pk, 0) == "skipped"
     # then nothing was recorded, queued or counted the second time
     assert books() == before
-    assert len(callbacks) == 5 and again == []  # one payout queued per purchase, on commit
+    assert len(callbacks) == 1 and again == []  # the chunk's payouts are queued together, on commit
+    queued = queue_depth()
+    callbacks[0]()
+    assert queue_depth() - queued == 5  # one delivery task per purchase
     batch.refresh_from_db()
     assert (batch.status, batch.processed, batch.accepted, batch.duplicate, batch.failed) == ("DONE", 5, 5, 0, 0)
     assert Transaction.objects.count() == Payout.objects.count() == 5
