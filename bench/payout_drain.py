@@ -399,8 +399,10 @@ def history_create(config: dict, n: int) -> None:
              for p in payouts for a, b in (("", "PENDING"), ("PENDING", "SENDING"), ("SENDING", "SUCCEEDED"))], batch_size=2000)
 
 
-def payouts_create(config: dict, n: int, *, offset: int = 0) -> list[int]:
-    """N PENDING payouts with their transactions and "created" events, in bulk; nothing queued."""
+def payouts_create(config: dict, n: int, *, offset: int = 0) -> list[tuple[int, dict]]:
+    """N PENDING payouts with their transactions and "created" events, in bulk; nothing queued.
+
+    Returns each payout's id with the hint a purchase's `payout_create` queues it with."""
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -428,22 +430,26 @@ def payouts_create(config: dict, n: int, *, offset: int = 0) -> list[int]:
             [PayoutEvent(payout=p, from_status="", to_status="PENDING", note="created") for p in payouts], batch_size=1000)
     with connection.cursor() as cur:
         cur.execute("ANALYZE cashback_transaction, wallets_payout, wallets_payoutevent, wallets_payoutattempt")
-    return [p.pk for p in payouts]
+    from wallets.services import payout_hint
+
+    return [(p.pk, payout_hint(p, kezbek_ref=txn.kezbek_ref)) for p, txn in zip(payouts, txns)]
 
 
 # --- the broker -------------------------------------------------------------------------------
 
 
-def enqueue(task_name: str, ids: list[int], queue: str) -> float:
-    """Queues one task per id on one producer connection; returns the seconds it took."""
+def enqueue(task_name: str, ids: list, queue: str) -> float:
+    """Queues one task per id (or per (id, hint), as a purchase queues its payout) on one producer
+    connection; returns the seconds it took."""
     import wallets.tasks  # noqa: F401 - registers the tasks
     from cezbek.celery import app
 
     task = app.tasks[task_name]
     started = time.monotonic()
     with app.producer_or_acquire() as producer:
-        for i in ids:
-            task.apply_async((i,), queue=queue, producer=producer)
+        for item in ids:
+            i, kwargs = (item[0], {"hint": item[1]}) if isinstance(item, tuple) else (item, None)
+            task.apply_async((i,), kwargs, queue=queue, producer=producer)
     return time.monotonic() - started
 
 
@@ -735,8 +741,9 @@ def measure_payouts(args, env, pool, concurrency, queue, meter: CpuMeter, redis,
     sandbox_prepare(sandbox_url, args.latency_ms)
     payouts_reset()
     history_create(config, args.history)
-    ids = payouts_create(config, n)
-    enqueue_s = enqueue("wallets.payout_deliver", ids, queue)
+    queued = payouts_create(config, n)
+    ids = [pk for pk, _ in queued]
+    enqueue_s = enqueue("wallets.payout_deliver", queued, queue)
     assert queue_depth(redis, queue) == n
     from django.db import connection
 

@@ -122,7 +122,7 @@ def _db_stats() -> dict[str, int]:
     return dict(zip(["xact_commit", "sessions", "tup_fetched", "tup_returned", "tup_inserted", "tup_updated"], row))
 
 
-def _pass(ids: list[int], *, close_around: bool) -> dict:
+def _pass(queued: list[tuple[int, dict]], *, close_around: bool) -> dict:
     from django.db import connection, connections
 
     from wallets import services
@@ -133,17 +133,17 @@ def _pass(ids: list[int], *, close_around: bool) -> dict:
     connection.close()
     with instrumented(c):
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        for payout_id in ids:
+        for payout_id, hint in queued:
             if close_around:
                 connection.close()  # Celery's fixup, task_prerun
-            statuses[services.payout_deliver(payout_id=payout_id)] += 1
+            statuses[services.payout_deliver(payout_id=payout_id, hint=hint)] += 1
             if close_around:
                 connection.close()  # and task_postrun
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     connection.close()  # the backend reports its statistics as it ends
     time.sleep(0.5)
     db1 = _db_stats()
-    n = len(ids)
+    n = len(queued)
     # Redis commands in a pipeline are not seen one by one; django-redis and pybreaker do not use any here.
     python_s = wall - c.sql_s - c.connect_s - c.commit_s - c.redis_s - c.http_s
     return {
@@ -182,7 +182,7 @@ PASSES = [
 
 
 def probe_run(create, n: int) -> dict:
-    """create(n, offset) -> payout ids. Runs the passes, each on fresh payouts; returns them and a summary.
+    """create(n, offset) -> [(payout id, hint)]. Runs the passes, each on fresh payouts; returns them and a summary.
 
     Passes after the first stand for changes suggested to the application (bench/payout_whatif.py),
     each on top of the previous one, so the difference between neighbours is what one change buys.

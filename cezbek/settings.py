@@ -159,6 +159,8 @@ if CELERY_BROKER_URL == "filesystem://":
 else:
     # Longer than any countdown or ETA we schedule, so Redis never redelivers a task early.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 7200)}
+if CELERY_BROKER_URL.startswith("redis://"):
+    CELERY_BROKER_TRANSPORT = "cezbek.broker:Transport"  # kombu's, one redis-py client per channel
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = envint("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)

@@ -12,20 +12,28 @@ from django.db.models import Model
 
 def insert(instance: Model) -> Model:
     """INSERTs a new instance and sets its primary key (like `Model.objects.create`)."""
+    head, values = insert_parts(instance)
+    sql = f"{head} VALUES ({', '.join(['%s'] * len(values))}) RETURNING {connection.ops.quote_name(instance._meta.pk.column)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        saved(instance, cursor.fetchone()[0])
+    return instance
+
+
+def insert_parts(instance: Model) -> tuple[str, list]:
+    """`INSERT INTO table (columns)` for a new instance, and its column values in that order."""
     meta = instance._meta
     qn = connection.ops.quote_name
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    sql = (
-        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {qn(meta.pk.column)}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        instance.pk = cursor.fetchone()[0]
+    return f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)})", values
+
+
+def saved(instance: Model, pk) -> None:
+    """Marks an instance inserted by hand as saved, with its new primary key."""
+    instance.pk = pk
     instance._state.adding = False
     instance._state.db = connection.alias
-    return instance
 
 
 def update(instance: Model, fields: list[str]) -> None:

@@ -201,7 +201,11 @@ def _value(value):
 
 
 def _record_event(payout_id: int, from_status: str, to_status: str, note: str, actor) -> None:
-    sql.insert(PayoutEvent(payout_id=payout_id, from_status=from_status, to_status=to_status, note=note[:2000], actor=actor))
+    sql.insert(_event(payout_id, from_status, to_status, note, actor))
+
+
+def _event(payout_id: int, from_status: str, to_status: str, note: str, actor) -> PayoutEvent:
+    return PayoutEvent(payout_id=payout_id, from_status=from_status, to_status=to_status, note=note[:2000], actor=actor)
 
 
 def _remember(payout: Payout, fields: dict) -> None:
@@ -212,6 +216,10 @@ def _remember(payout: Payout, fields: dict) -> None:
 
 def _update_if(payout: Payout, *, expect: tuple[str, ...], sets: dict, where: tuple[str, list] = ("", [])) -> bool:
     """UPDATE the payout if it is still in one of `expect` under the lease we hold (and `where` holds)."""
+    return _run(*_update_sql(payout, expect=expect, sets=sets, where=where)) == 1
+
+
+def _update_sql(payout: Payout, *, expect: tuple[str, ...], sets: dict, where: tuple[str, list] = ("", [])) -> tuple[str, list]:
     columns, params = [], []
     for column, value in sets.items():
         if value is INCREMENT:
@@ -221,7 +229,35 @@ def _update_if(payout: Payout, *, expect: tuple[str, ...], sets: dict, where: tu
             params.append(_value(value))
     placeholders = ", ".join(["%s"] * len(expect))
     sql = f"UPDATE {PAYOUTS} SET {', '.join(columns)} WHERE id = %s AND lease = %s AND status IN ({placeholders}){where[0]}"
-    return _run(sql, [*params, payout.pk, payout.lease, *expect, *where[1]]) == 1
+    return sql, [*params, payout.pk, payout.lease, *expect, *where[1]]
+
+
+def _update_then_insert(payout: Payout, *, expect, sets: dict, where=("", []), rows: list) -> list | None:
+    """The conditional UPDATE and, only when it matched, INSERTs of `rows` (unsaved model instances):
+    on PostgreSQL one statement (data-modifying CTEs), so it needs no transaction of its own and
+    costs one round trip; elsewhere the UPDATE, then the INSERTs. Returns the new rows' ids, or
+    None when the payout was not in `expect` under our lease."""
+    update, params = _update_sql(payout, expect=expect, sets=sets, where=where)
+    if connection.vendor != "postgresql":
+        with transaction.atomic(savepoint=False):
+            if _run(update, params) != 1:
+                return None
+            return [sql.insert(row).pk for row in rows]
+    parts = [f"matched AS ({update} RETURNING id)"]
+    selects = []
+    for n, row in enumerate(rows):
+        head, values = sql.insert_parts(row)
+        parts.append(f"i{n} AS ({head} SELECT {', '.join(['%s'] * len(values))} FROM matched RETURNING id)")
+        params.extend(values)
+        selects.append(f"(SELECT id FROM i{n})")
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM matched){''.join(', ' + s for s in selects)}", params)
+        matched, *ids = cursor.fetchone()
+    if not matched:
+        return None
+    for row, pk in zip(rows, ids, strict=True):
+        sql.saved(row, pk)
+    return ids
 
 
 def _move(
@@ -238,9 +274,9 @@ def _move(
     Returns False (and changes nothing) when someone else moved it first. Call inside atomic().
     """
     now = timezone.now()
-    if not _update_if(payout, expect=expect, sets={"status": to, "updated_at": now, **fields}):
+    event = _event(payout.pk, payout.status, to, note, actor)
+    if _update_then_insert(payout, expect=expect, sets={"status": to, "updated_at": now, **fields}, rows=[event]) is None:
         return False
-    _record_event(payout.pk, payout.status, to, note, actor)
     logger.info("payout %s %s → %s %s", payout.pk, payout.status, to, note)
     payout.status = to
     _remember(payout, fields)
@@ -261,11 +297,10 @@ def _claim(
     """Takes the payout for one conversation with a provider: SENDING under a new lease, IN_FLIGHT row committed."""
     now = timezone.now()
     sets = {"status": S.SENDING, "lease": INCREMENT, "provider_id": provider_id, "reference": reference, "updated_at": now, **fields}
-    with transaction.atomic():
-        if not _update_if(payout, expect=expect, sets=sets, where=where):
-            return None
-        _record_event(payout.pk, payout.status, S.SENDING, note, None)
-        attempt = sql.insert(PayoutAttempt(payout_id=payout.pk, provider_id=provider_id, kind=kind, reference=reference))
+    attempt = PayoutAttempt(payout_id=payout.pk, provider_id=provider_id, kind=kind, reference=reference)
+    rows = [_event(payout.pk, payout.status, S.SENDING, note, None), attempt]
+    if _update_then_insert(payout, expect=expect, sets=sets, where=where, rows=rows) is None:
+        return None
     payout.status, payout.lease, payout.provider_id, payout.reference = S.SENDING, payout.lease + 1, provider_id, reference
     _remember(payout, fields)
     return attempt
