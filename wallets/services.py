@@ -232,18 +232,24 @@ def _update_sql(payout: Payout, *, expect: tuple[str, ...], sets: dict, where: t
     return sql, [*params, payout.pk, payout.lease, *expect, *where[1]]
 
 
-def _update_then_insert(payout: Payout, *, expect, sets: dict, where=("", []), rows: list) -> list | None:
-    """The conditional UPDATE and, only when it matched, INSERTs of `rows` (unsaved model instances):
-    on PostgreSQL one statement (data-modifying CTEs), so it needs no transaction of its own and
-    costs one round trip; elsewhere the UPDATE, then the INSERTs. Returns the new rows' ids, or
+def _update_then_insert(payout: Payout, *, expect, sets: dict, where=("", []), rows: list, also=None) -> list | None:
+    """The conditional UPDATE and, only when it matched, INSERTs of `rows` (unsaved model instances);
+    `also`, a statement (sql, params) run whether or not it matched (an attempt's outcome). On
+    PostgreSQL one statement (data-modifying CTEs), so it needs no transaction of its own and costs
+    one round trip; elsewhere the same statements in one transaction. Returns the new rows' ids, or
     None when the payout was not in `expect` under our lease."""
     update, params = _update_sql(payout, expect=expect, sets=sets, where=where)
     if connection.vendor != "postgresql":
         with transaction.atomic(savepoint=False):
+            if also:
+                _run(*also)
             if _run(update, params) != 1:
                 return None
             return [sql.insert(row).pk for row in rows]
     parts = [f"matched AS ({update} RETURNING id)"]
+    if also:
+        parts.append(f"also AS ({also[0]})")
+        params.extend(also[1])
     selects = []
     for n, row in enumerate(rows):
         head, values = sql.insert_parts(row)
@@ -267,15 +273,17 @@ def _move(
     expect: tuple[str, ...],
     note: str = "",
     actor=None,
+    also: tuple[str, list] | None = None,
     **fields,
 ) -> bool:
     """Moves the payout if it is still in one of `expect` under the lease we hold; records the event.
 
-    Returns False (and changes nothing) when someone else moved it first. Call inside atomic().
+    Returns False (and changes nothing but `also`, see _update_then_insert) when someone else moved
+    it first.
     """
     now = timezone.now()
     event = _event(payout.pk, payout.status, to, note, actor)
-    if _update_then_insert(payout, expect=expect, sets={"status": to, "updated_at": now, **fields}, rows=[event]) is None:
+    if _update_then_insert(payout, expect=expect, sets={"status": to, "updated_at": now, **fields}, rows=[event], also=also) is None:
         return False
     logger.info("payout %s %s → %s %s", payout.pk, payout.status, to, note)
     payout.status = to
@@ -307,7 +315,12 @@ def _claim(
 
 
 def _finish_attempt(attempt: PayoutAttempt, outcome: str, *, started: float, http_status=None, provider_ref="", message="") -> None:
-    _run(
+    _run(*_finish_sql(attempt, outcome, started=started, http_status=http_status, provider_ref=provider_ref, message=message))
+
+
+def _finish_sql(attempt: PayoutAttempt, outcome: str, *, started: float, http_status=None, provider_ref="", message="") -> tuple[str, list]:
+    """The UPDATE that records an attempt's outcome."""
+    return (
         f"UPDATE {ATTEMPTS} SET outcome = %s, http_status = %s, provider_ref = %s, latency_ms = %s, message = %s WHERE id = %s",
         [outcome, http_status, provider_ref or "", int((time.monotonic() - started) * 1000), str(message)[:300], attempt.pk],
     )
@@ -445,9 +458,7 @@ def _send(payout: Payout, attempt: PayoutAttempt, code: str) -> str:
         finish = partial(_finish_attempt, attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
         return _unknown(payout, client, f"{code} unknown outcome: {exc.reason}", finish=finish)
     if isinstance(result, Credited):
-        finish = partial(
-            _finish_attempt, attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref
-        )
+        finish = _finish_sql(attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref)
         _succeed(payout, f"credited by {code}", provider_ref=result.provider_ref, finish=finish)
         return S.SUCCEEDED
     finish = partial(
@@ -478,12 +489,14 @@ def _back_to_pending(payout: Payout, note: str, *, skipped: bool, finish: Callab
     return "skipped" if skipped else "refused"
 
 
-def _succeed(payout: Payout, note: str, *, provider_ref: str, expect=(S.SENDING,), finish: Callable[[], None] = _nothing) -> bool:
-    with transaction.atomic():
-        finish()
-        done = _move(payout, S.SUCCEEDED, expect=expect, note=note, provider_ref=provider_ref or payout.provider_ref, next_check_at=None)
-        if done:
-            transaction.on_commit(lambda: _after_terminal(payout.pk))
+def _succeed(payout: Payout, note: str, *, provider_ref: str, expect=(S.SENDING,), finish: tuple[str, list] | None = None) -> bool:
+    """SUCCEEDED, with the attempt's outcome (`finish`, an UPDATE) in the same commit: on
+    PostgreSQL one statement (_update_then_insert)."""
+    done = _move(
+        payout, S.SUCCEEDED, expect=expect, note=note, provider_ref=provider_ref or payout.provider_ref, next_check_at=None, also=finish
+    )
+    if done:
+        transaction.on_commit(lambda: _after_terminal(payout.pk))  # at once, unless a caller's transaction is open
     return done
 
 
@@ -623,9 +636,7 @@ def payout_resolve(*, payout_id: int) -> str | None:
                 return previous
         return None
     if isinstance(result, Credited):
-        finish = partial(
-            _finish_attempt, attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref
-        )
+        finish = _finish_sql(attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref)
         return S.SUCCEEDED if _succeed(payout, f"{code} inquiry: credited", provider_ref=result.provider_ref, finish=finish) else None
     delay = _backoff(payout.checks)
     with transaction.atomic():
