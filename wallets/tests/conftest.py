@@ -36,6 +36,9 @@ FAST = {
     "CEZBEK_BREAKER_FAIL_MAX": "3",
     "CEZBEK_BREAKER_RESET_SECONDS": "3",
     "CEZBEK_RESOLVE_MAX_CHECKS": "8",
+    # Tests configure fees and providers right before buying: the worker must not route a payout
+    # on a snapshot it loaded while the configuration was being written (one Redis GET per read).
+    "CEZBEK_CONFIG_CACHE_SECONDS": "0",
 }
 
 
@@ -160,6 +163,16 @@ def _sessions_on_test_database() -> int:
         return cursor.fetchone()[0]
 
 
+def queue_purge(queues: list[str]) -> None:
+    """Drops tasks that tests without a worker queued (API calls publish payouts): a new test's
+    worker starts on an empty queue instead of delivering other tests' payouts."""
+    from cezbek.celery import app
+
+    with app.connection_for_write() as connection:
+        for queue in queues:
+            connection.default_channel.queue_purge(queue)
+
+
 def worker_env(sandbox, live_server, settings) -> dict:
     """The environment of an end-to-end worker: the test database, the sandbox, the live API, FAST timings."""
     db = connection.settings_dict
@@ -173,6 +186,7 @@ def worker_env(sandbox, live_server, settings) -> dict:
     }
     for code in settings.CEZBEK_PROVIDERS:
         env.pop(f"CEZBEK_PROVIDER_{code}_URL", None)
+    queue_purge([settings.CELERY_TASK_DEFAULT_QUEUE, settings.CEZBEK_BATCH_QUEUE])
     return env
 
 
