@@ -116,6 +116,10 @@ if DATABASE_URL:
             conn_health_checks=envbool("DATABASE_CONN_HEALTH_CHECKS", False),
         )
     }
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        # A database host that does not answer fails a connect within this many seconds, instead of
+        # the operating system's minutes; `?connect_timeout=N` in DATABASE_URL takes precedence.
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", envint("DATABASE_CONNECT_TIMEOUT", 10))
 else:
     # SQLite serialises writers; IMMEDIATE transactions and WAL let web, worker and beat share it.
     DATABASES = {

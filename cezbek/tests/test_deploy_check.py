@@ -80,3 +80,19 @@ def test_production_redirects_to_https_but_answers_probes_on_plain_http():
     assert lines["/admin/login/"].split()[0] == "301"
     assert lines["secure"].startswith("max-age=31536000; includeSubDomains; preload")
     assert lines["wrong-host"] == "400"  # DJANGO_ALLOWED_HOSTS still applies to probes
+
+
+def database_options(**env: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default'].get('OPTIONS'))"],
+        cwd=ROOT, env=environment(**env), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_postgresql_connect_gives_up_after_a_timeout_unless_the_url_sets_one():
+    url = "postgres://cezbek@db.example.com:5432/cezbek"
+    assert database_options(DATABASE_URL=url) == "{'connect_timeout': 10}"
+    assert database_options(DATABASE_URL=url, DATABASE_CONNECT_TIMEOUT="3") == "{'connect_timeout': 3}"
+    assert database_options(DATABASE_URL=f"{url}?connect_timeout=5") == "{'connect_timeout': 5}"
