@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import partial
 from decimal import Decimal
 
 import pybreaker
@@ -446,24 +444,22 @@ def _send(payout: Payout, attempt: PayoutAttempt, code: str) -> str:
             callback_url=_callback_url(code),
         )
     except pybreaker.CircuitBreakerError:
-        finish = partial(_finish_attempt, attempt, O.BREAKER_OPEN, started=started, message="circuit open: not sent")
+        finish = _finish_sql(attempt, O.BREAKER_OPEN, started=started, message="circuit open: not sent")
         return _back_to_pending(payout, f"{code} breaker open, not sent", skipped=True, finish=finish)
     except Unavailable as exc:
-        finish = partial(_finish_attempt, attempt, O.UNAVAILABLE, started=started, http_status=exc.http_status, message=exc.reason)
+        finish = _finish_sql(attempt, O.UNAVAILABLE, started=started, http_status=exc.http_status, message=exc.reason)
         return _back_to_pending(payout, f"{code} unavailable: {exc.reason}", skipped=True, finish=finish)
     except Refused as exc:
-        finish = partial(_finish_attempt, attempt, O.REFUSED, started=started, http_status=exc.http_status, message=exc.reason)
+        finish = _finish_sql(attempt, O.REFUSED, started=started, http_status=exc.http_status, message=exc.reason)
         return _back_to_pending(payout, f"{code} refused: {exc.reason}", skipped=False, finish=finish)
     except Unknown as exc:
-        finish = partial(_finish_attempt, attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
+        finish = _finish_sql(attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
         return _unknown(payout, client, f"{code} unknown outcome: {exc.reason}", finish=finish)
     if isinstance(result, Credited):
         finish = _finish_sql(attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref)
         _succeed(payout, f"credited by {code}", provider_ref=result.provider_ref, finish=finish)
         return S.SUCCEEDED
-    finish = partial(
-        _finish_attempt, attempt, O.PENDING, started=started, http_status=result.http_status, provider_ref=result.provider_ref or ""
-    )
+    finish = _finish_sql(attempt, O.PENDING, started=started, http_status=result.http_status, provider_ref=result.provider_ref or "")
     return _await_callback(payout, f"{code} pending: waiting for its callback", provider_ref=result.provider_ref or "", finish=finish)
 
 
@@ -473,25 +469,17 @@ def _callback_url(code: str) -> str | None:
     return f"{settings.CEZBEK_PUBLIC_URL}/api/v1/providers/xenit/callback"
 
 
-def _nothing() -> None:
-    pass
+# Each outcome's `finish` (the UPDATE of _finish_sql) writes the attempt row's outcome in the same
+# commit as the payout's move (`_move(…, also=finish)`): on PostgreSQL the same statement.
 
 
-# Each outcome's `finish` writes the attempt row's outcome in the same transaction as the
-# payout's move: one commit (one WAL flush) for both.
-
-
-def _back_to_pending(payout: Payout, note: str, *, skipped: bool, finish: Callable[[], None] = _nothing) -> str:
-    with transaction.atomic():
-        finish()
-        if not _move(payout, S.PENDING, expect=(S.SENDING,), note=note):
-            return "lost"
+def _back_to_pending(payout: Payout, note: str, *, skipped: bool, finish: tuple[str, list] | None = None) -> str:
+    if not _move(payout, S.PENDING, expect=(S.SENDING,), note=note, also=finish):
+        return "lost"
     return "skipped" if skipped else "refused"
 
 
 def _succeed(payout: Payout, note: str, *, provider_ref: str, expect=(S.SENDING,), finish: tuple[str, list] | None = None) -> bool:
-    """SUCCEEDED, with the attempt's outcome (`finish`, an UPDATE) in the same commit: on
-    PostgreSQL one statement (_update_then_insert)."""
     done = _move(
         payout, S.SUCCEEDED, expect=expect, note=note, provider_ref=provider_ref or payout.provider_ref, next_check_at=None, also=finish
     )
@@ -500,11 +488,13 @@ def _succeed(payout: Payout, note: str, *, provider_ref: str, expect=(S.SENDING,
     return done
 
 
-def _await_callback(payout: Payout, note: str, *, provider_ref: str, finish: Callable[[], None] = _nothing) -> str:
+def _await_callback(payout: Payout, note: str, *, provider_ref: str, finish: tuple[str, list] | None = None) -> str:
     check_at = timezone.now() + timedelta(seconds=settings.CEZBEK_CALLBACK_WAIT_SECONDS)
     with transaction.atomic():
-        finish()
-        if not _move(payout, S.AWAITING_CALLBACK, expect=(S.SENDING,), note=note, provider_ref=provider_ref, next_check_at=check_at):
+        moved = _move(
+            payout, S.AWAITING_CALLBACK, expect=(S.SENDING,), note=note, provider_ref=provider_ref, next_check_at=check_at, also=finish
+        )
+        if not moved:
             return "lost"
         transaction.on_commit(
             lambda: payout_enqueue(payout_id=payout.pk, countdown=settings.CEZBEK_CALLBACK_WAIT_SECONDS, resolve=True)
@@ -512,17 +502,18 @@ def _await_callback(payout: Payout, note: str, *, provider_ref: str, finish: Cal
     return S.AWAITING_CALLBACK
 
 
-def _unknown(payout: Payout, client, note: str, *, finish: Callable[[], None] = _nothing) -> str:
+def _unknown(payout: Payout, client, note: str, *, finish: tuple[str, list] | None = None) -> str:
     """The money may have moved. Inquire after the grace period, or hand to a person when we can't."""
     with transaction.atomic():
-        finish()
         if not (client.supports_inquiry and client.idempotent):
-            moved = _move(payout, S.MANUAL_REVIEW, expect=(S.SENDING,), note=f"{note}; {client.code} has no status inquiry: never re-sent", next_check_at=None)
+            note = f"{note}; {client.code} has no status inquiry: never re-sent"
+            moved = _move(payout, S.MANUAL_REVIEW, expect=(S.SENDING,), note=note, next_check_at=None, also=finish)
             if moved:
                 transaction.on_commit(lambda: _after_terminal(payout.pk))
             return S.MANUAL_REVIEW if moved else "lost"
         grace = settings.CEZBEK_UNKNOWN_GRACE_SECONDS
-        if not _move(payout, S.UNKNOWN, expect=(S.SENDING,), note=note, next_check_at=timezone.now() + timedelta(seconds=grace)):
+        check_at = timezone.now() + timedelta(seconds=grace)
+        if not _move(payout, S.UNKNOWN, expect=(S.SENDING,), note=note, next_check_at=check_at, also=finish):
             return "lost"
         transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk, countdown=grace, resolve=True))
     return S.UNKNOWN
