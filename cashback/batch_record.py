@@ -35,7 +35,7 @@ from cezbek.errors import CezbekError, Conflict, UnknownWallet, ValidationFailed
 from loyalty import rules
 from loyalty.models import JourneyEntry, LoyaltyState
 from loyalty.selectors import ladder_current
-from loyalty.services import journey_entries, loyalty_state_new, standing_apply, standing_of
+from loyalty.services import journey_entries, loyalty_state_new, loyalty_states_lock, standing_apply, standing_of
 from wallets.models import Payout, PayoutEvent
 from wallets.selectors import wallet_active
 from wallets.services import (
@@ -149,27 +149,15 @@ def _failed(row: BatchRow, error: CezbekError) -> None:
 
 def _states_lock(ladder: rules.Ladder, partner_id: int, msisdns: list[str], now: datetime) -> dict[str, LoyaltyState]:
     """The customers' loyalty states, created where missing, locked until the chunk commits."""
-    states = _states_select(partner_id, msisdns)
+    states = loyalty_states_lock(partner_id=partner_id, msisdns=msisdns)
     missing = [m for m in msisdns if m not in states]
     if missing:
         # A concurrent first purchase may insert one meanwhile: its row is kept and locked below.
         LoyaltyState.objects.bulk_create(
             [loyalty_state_new(ladder=ladder, partner_id=partner_id, msisdn=m, now=now) for m in missing], ignore_conflicts=True
         )
-        states.update(_states_select(partner_id, missing))
+        states.update(loyalty_states_lock(partner_id=partner_id, msisdns=missing))
     return states
-
-
-def _states_select(partner_id: int, msisdns: list[str]) -> dict[str, LoyaltyState]:
-    """SELECT … FOR UPDATE of the rows alone, in MSISDN order (see loyalty.services._state_lock)."""
-    table = connection.ops.quote_name(LoyaltyState._meta.db_table)
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    states = LoyaltyState.objects.raw(
-        f'SELECT id, partner_id, msisdn, tier_id, count, entered_at, expires_at FROM {table} '
-        f'WHERE partner_id = %s AND msisdn IN ({", ".join(["%s"] * len(msisdns))}) ORDER BY msisdn{lock}',
-        [partner_id, *msisdns],
-    )
-    return {state.msisdn: state for state in states}
 
 
 def _states_write(states: list[LoyaltyState], now: datetime) -> None:

@@ -90,9 +90,13 @@ def journey_entries(*, state: LoyaltyState, steps: list[rules.Step], transaction
 
 
 def _state_lock(*, partner_id: int, msisdn: str) -> LoyaltyState | None:
-    """The customer's state row, locked until the transaction ends (SELECT … FOR UPDATE).
+    return loyalty_states_lock(partner_id=partner_id, msisdns=[msisdn]).get(msisdn)
 
-    The row alone: with a JOIN, PostgreSQL re-checks the join after waiting for the lock, and a
+
+def loyalty_states_lock(*, partner_id: int, msisdns: list[str]) -> dict[str, LoyaltyState]:
+    """The customers' state rows, locked until the transaction ends (SELECT … FOR UPDATE), in MSISDN order.
+
+    The rows alone: with a JOIN, PostgreSQL re-checks the join after waiting for the lock, and a
     row whose tier a concurrent purchase just changed would silently drop out. Hand-written
     because it runs on every purchase and the ORM's compilation cost more than the query.
     """
@@ -100,10 +104,11 @@ def _state_lock(*, partner_id: int, msisdn: str) -> LoyaltyState | None:
     table = connection.ops.quote_name(LoyaltyState._meta.db_table)
     columns = ", ".join(f"{table}.{connection.ops.quote_name(c)}" for c in ("id", "partner_id", "msisdn", "tier_id", "count", "entered_at", "expires_at"))
     rows = LoyaltyState.objects.raw(
-        f"SELECT {columns} FROM {table} WHERE {table}.\"partner_id\" = %s AND {table}.\"msisdn\" = %s{lock}",
-        [partner_id, msisdn],
+        f"SELECT {columns} FROM {table} WHERE {table}.\"partner_id\" = %s AND {table}.\"msisdn\" IN ({', '.join(['%s'] * len(msisdns))}) "
+        f"ORDER BY {table}.\"msisdn\"{lock}",
+        [partner_id, *msisdns],
     )
-    return next(iter(rows), None)
+    return {state.msisdn: state for state in rows}
 
 
 def loyalty_plan_commit(*, plan: PurchasePlan, transaction_id: int) -> None:
