@@ -17,7 +17,7 @@ One run:
         own ceiling with that pool and concurrency;
      b. payouts: the payout tables get `--history` delivered payouts (so that they are not empty,
         as in production), then N PENDING payouts (transactions, payouts, their "created" events)
-        are written in bulk without queueing, N `wallets.payout_deliver` tasks are queued, and the
+        are written in bulk without queueing, N `wallets.payouts_deliver` tasks are queued, and the
         worker starts (`celery -A cezbek worker -P <pool> -c <n> -Q <queue> --without-gossip
         --without-mingle --without-heartbeat`, DEBUG off, log level WARNING). Statuses are counted
         with one query every 0.5 s until all N are SUCCEEDED. Rates come from the payouts' own
@@ -743,7 +743,7 @@ def measure_payouts(args, env, pool, concurrency, queue, meter: CpuMeter, redis,
     history_create(config, args.history)
     queued = payouts_create(config, n)
     ids = [pk for pk, _ in queued]
-    enqueue_s = enqueue("wallets.payout_deliver", queued, queue)
+    enqueue_s = enqueue("wallets.payouts_deliver", queued, queue)
     assert queue_depth(redis, queue) == n
     from django.db import connection
 

@@ -11,6 +11,7 @@ worker line of the payout it queued.
 default in development.
 """
 
+import contextlib
 import contextvars
 import logging
 
@@ -21,6 +22,17 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("cezbek_
 current_task: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("cezbek_task", default=None)
 
 FORMATS = ("json", "plain")
+
+
+@contextlib.contextmanager
+def task_context(*, rid: str | None, task: tuple[str, str] | None):
+    """Log lines within carry this request id and task (id, name): one payout of a batch task."""
+    tokens = request_id.set(rid), current_task.set(task)
+    try:
+        yield
+    finally:
+        request_id.reset(tokens[0])
+        current_task.reset(tokens[1])
 
 
 class RequestIdFilter(logging.Filter):

@@ -354,6 +354,11 @@ CEZBEK_SENDING_STALE_SECONDS = envfloat(
 )
 CEZBEK_PENDING_IDLE_SECONDS = envfloat("CEZBEK_PENDING_IDLE_SECONDS", 60)
 CEZBEK_SWEEP_INTERVAL_SECONDS = envfloat("CEZBEK_SWEEP_INTERVAL_SECONDS", 30)
+# New payouts are delivered in batches (wallets.payouts_deliver, celery-batches): a worker gathers
+# up to this many, or what came within the wait, claims them in one statement and sends them in
+# parallel. The worker's prefetch (concurrency × CELERY_WORKER_PREFETCH_MULTIPLIER) must exceed it.
+CEZBEK_PAYOUT_BATCH_SIZE = envint("CEZBEK_PAYOUT_BATCH_SIZE", 16)
+CEZBEK_PAYOUT_BATCH_WAIT_SECONDS = envfloat("CEZBEK_PAYOUT_BATCH_WAIT_SECONDS", 0.05)
 
 from cezbek.schedule import beat_schedule  # noqa: E402
 

@@ -95,6 +95,22 @@ def breaker_for(code: str) -> pybreaker.CircuitBreaker:
     return breaker
 
 
+def breaker_priming_take(code: str) -> tuple[int, float] | None:
+    """Takes what routing just read of this provider's failure counter (`breakers_open`) from this
+    thread's breaker, to hand to the thread that makes the call (`breaker_priming_give`)."""
+    storage = breaker_for(code)._state_storage
+    if not isinstance(storage, SharedRedisStorage):
+        return None
+    primed, storage._primed = storage._primed, None
+    return primed
+
+
+def breaker_priming_give(code: str, primed: tuple[int, float] | None) -> None:
+    storage = breaker_for(code)._state_storage
+    if isinstance(storage, SharedRedisStorage):
+        storage._primed = primed
+
+
 def breaker_is_open(code: str) -> bool:
     """Open and still cooling down: no traffic. Once the reset timeout passes, one trial call may go."""
     storage = breaker_for(code)._state_storage

@@ -18,7 +18,13 @@ How a payout moves, and why it is safe:
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -31,7 +37,7 @@ from kombu.exceptions import KombuError
 from cezbek import sql
 from cezbek.errors import CezbekError, NotFound, ValidationFailed
 from wallets import selectors
-from wallets.breakers import breaker_for
+from wallets.breakers import breaker_for, breaker_priming_give, breaker_priming_take
 from wallets.models import Payout, PayoutAttempt, PayoutEvent
 from wallets.providers import (
     Credited,
@@ -142,12 +148,17 @@ def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = Fals
     """Queues delivery (or resolution). A broker outage loses nothing: the sweeper finds the payout.
 
     `hint` (a new payout's wallet, amount, MSISDN and kezbek_ref) lets the worker claim it without
-    reading it first; the claim checks every one of them in its WHERE clause.
+    reading it first; the claim checks every one of them in its WHERE clause. A new payout goes to
+    the batch task (`wallets.payouts_deliver`), which delivers the payouts it gathers together.
     """
-    from wallets.tasks import payout_deliver, payout_resolve
+    from wallets.tasks import payout_deliver, payout_resolve, payouts_deliver
 
-    task = payout_resolve if resolve else payout_deliver
-    kwargs = {"hint": hint} if hint and not resolve else None
+    if resolve:
+        task, kwargs = payout_resolve, None
+    elif hint:
+        task, kwargs = payouts_deliver, {"hint": hint}
+    else:
+        task, kwargs = payout_deliver, None
     try:
         task.apply_async((payout_id,), kwargs, countdown=countdown or None)
     except KombuError:
@@ -155,26 +166,29 @@ def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = Fals
 
 
 def payouts_enqueue(*, payouts: list[tuple[int, dict]]) -> None:
-    """Queues the delivery of many new payouts, each with its hint, in pipelined broker writes.
+    """Queues the delivery of many new payouts, each with its hint (see `payout_enqueue`)."""
+    _publish_many("wallets.payouts_deliver", [((payout_id,), {"hint": hint}, nullcontext()) for payout_id, hint in payouts])
 
-    One producer and kombu's publish batch (one Redis round trip per 500 messages); the task's
-    arguments are shown as given instead of being formatted for the message's `argsrepr`. A
-    broker outage loses nothing: the sweeper finds the payouts.
-    """
+
+def _publish_many(task_name: str, calls: list[tuple[tuple, dict | None, AbstractContextManager]]) -> None:
+    """Queues many calls of one task in pipelined broker writes: one producer and kombu's publish
+    batch (one Redis round trip per 500 messages); the arguments are shown as given instead of being
+    formatted for the message's `argsrepr`. A broker outage is logged: the sweeper finds PENDING
+    payouts again, but nothing finds lost notification tasks (docs/decisions.md)."""
     from cezbek.celery import app
-    from wallets.tasks import payout_deliver
 
-    if not payouts:
+    if not calls:
         return
+    task = app.tasks[task_name]
     try:
         with app.producer_or_acquire() as producer, producer.batch(max_size=500):
-            for payout_id, hint in payouts:
-                payout_deliver.apply_async(
-                    (payout_id,), {"hint": hint}, producer=producer, declare=[],
-                    argsrepr=f"({payout_id},)", kwargsrepr=f"{{'hint': {hint!r}}}",
-                )
+            for args, kwargs, context in calls:
+                with context:  # e.g. the payout's request id, for its message's header
+                    task.apply_async(
+                        args, kwargs, producer=producer, declare=[], argsrepr=repr(args), kwargsrepr=repr(kwargs or {}),
+                    )
     except KombuError:
-        logger.exception("could not queue %d payouts; the sweeper will pick them up", len(payouts))
+        logger.exception("could not queue %d %s tasks", len(calls), task_name)
 
 
 # --- the state machine's single write path ----------------------------------------------------
@@ -316,11 +330,14 @@ def _finish_attempt(attempt: PayoutAttempt, outcome: str, *, started: float, htt
     _run(*_finish_sql(attempt, outcome, started=started, http_status=http_status, provider_ref=provider_ref, message=message))
 
 
-def _finish_sql(attempt: PayoutAttempt, outcome: str, *, started: float, http_status=None, provider_ref="", message="") -> tuple[str, list]:
-    """The UPDATE that records an attempt's outcome."""
+def _finish_sql(
+    attempt: PayoutAttempt, outcome: str, *, started: float, ended: float | None = None, http_status=None, provider_ref="", message=""
+) -> tuple[str, list]:
+    """The UPDATE that records an attempt's outcome; its latency runs from `started` to `ended` (now)."""
+    latency_ms = int(((time.monotonic() if ended is None else ended) - started) * 1000)
     return (
         f"UPDATE {ATTEMPTS} SET outcome = %s, http_status = %s, provider_ref = %s, latency_ms = %s, message = %s WHERE id = %s",
-        [outcome, http_status, provider_ref or "", int((time.monotonic() - started) * 1000), str(message)[:300], attempt.pk],
+        [outcome, http_status, provider_ref or "", latency_ms, str(message)[:300], attempt.pk],
     )
 
 
@@ -394,9 +411,219 @@ def _hinted(payout_id: int, hint: dict) -> tuple[Payout, tuple[str, list]]:
     return payout, where
 
 
-def _deliver(payout: Payout, where: tuple[str, list], *, refused: set[str]) -> str | None:
+def payouts_deliver(*, items: list[tuple[int, dict | None]], scope: Callable[[int], AbstractContextManager] | None = None) -> dict[str, int]:
+    """Delivers many payouts at once (the batch task): what `payout_deliver` does for each, with
+    the database and the waiting shared.
+
+    On PostgreSQL the new payouts (those with a hint) are claimed by one statement, sent in
+    parallel threads, and those credited are finished by one statement. Every other outcome, and
+    every payout that claim could not take, goes on exactly as in `payout_deliver`, one by one:
+    failover, unknown outcomes, pending, no route. Returns how many ended in each state.
+
+    `scope(payout_id)` is entered around each payout's own work and log lines (its request id).
+    """
+    scope = scope or _no_scope
+    outcomes: Counter[str] = Counter()
+    seen: set[int] = set()
+    singles: list[tuple[int, dict | None]] = []
+    plans: list[tuple[Payout, tuple[str, list], selectors.Route, tuple | None]] = []
+    for payout_id, hint in items:
+        if payout_id in seen:
+            continue  # the same message twice (redelivered): the claim lets one through anyway
+        seen.add(payout_id)
+        if hint is None or connection.vendor != "postgresql":
+            singles.append((payout_id, hint))
+            continue
+        payout, where = _hinted(payout_id, hint)
+        route = selectors.cheapest_route(wallet_id=payout.wallet_id, amount=payout.amount)
+        if route is None:
+            singles.append((payout_id, hint))  # no route: payout_deliver decides what that means
+            continue
+        plans.append((payout, where, route, breaker_priming_take(route.provider_code)))
+    claimed = _claim_many(plans, scope)
+    singles.extend((payout.pk, None) for payout, *_ in plans if payout.pk not in claimed)
+    sends = [(payout, claimed[payout.pk], route, primed) for payout, _, route, primed in plans if payout.pk in claimed]
+    credited, answered = [], []
+    for (payout, attempt, route, _), answer in zip(sends, _call_many(sends, scope), strict=True):
+        if isinstance(answer, BaseException):
+            # Not a provider outcome: left SENDING under our lease, as a crashed task leaves it;
+            # the sweeper resolves it by inquiry.
+            with scope(payout.pk):
+                logger.error("payout %s: send via %s failed", payout.pk, route.provider_code, exc_info=answer)
+            outcomes["error"] += 1
+        elif isinstance(answer.result, Credited):
+            credited.append((payout, attempt, route.provider_code, answer))
+        else:
+            answered.append((payout, attempt, route.provider_code, answer))
+    outcomes[S.SUCCEEDED] += _succeed_many(credited, scope)
+    # Every answer is recorded before any failover sends again, so no payout stays SENDING
+    # behind another's retries.
+    failovers = []
+    for payout, attempt, code, answer in answered:
+        with scope(payout.pk):
+            failovers.append((payout, code, _answer_record(payout, attempt, code, answer)))
+    for payout, code, outcome in failovers:
+        with scope(payout.pk):
+            if outcome == "refused":
+                outcome = _deliver(payout, ("", []), refused={code})
+            elif outcome == "skipped":
+                outcome = _deliver(payout, ("", []), refused=set(), skipped={code})
+        outcomes[str(outcome)] += 1
+    for payout_id, hint in singles:
+        with scope(payout_id):
+            outcomes[str(payout_deliver(payout_id=payout_id, hint=hint))] += 1
+    return dict(+outcomes)
+
+
+def _no_scope(payout_id: int) -> AbstractContextManager:
+    return nullcontext()
+
+
+def _claim_many(plans: list, scope) -> dict[int, PayoutAttempt]:
+    """`_claim` of many hinted payouts (PENDING, lease 0, exactly as hinted) in one statement: each
+    goes SENDING on its route with its event and its IN_FLIGHT attempt, or stays as it was.
+    Returns the attempts of the payouts it took, by payout id."""
+    if not plans:
+        return {}
+    now = _value(timezone.now())
+    rows, params = [], []
+    for payout, _, route, _ in plans:
+        reference = payout_reference(kezbek_ref=payout.kezbek_ref, provider_code=route.provider_code)
+        note = _send_note(route)
+        rows.append("(%s::bigint, %s::bigint, %s::numeric, %s::text, %s::text, %s::bigint, %s::text, %s::numeric, %s::numeric, %s::text)")
+        params += [payout.pk, payout.wallet_id, payout.amount, payout.msisdn, payout.kezbek_ref, route.provider_id, reference, route.fee, route.dearest_fee, note]
+    event_head, event_values = _insert_from(
+        _event(0, S.PENDING, S.SENDING, "", None), {"payout_id": "m.id", "note": "m.note"}, now=now
+    )
+    attempt_head, attempt_values = _insert_from(
+        PayoutAttempt(payout_id=0, provider_id=0, kind=PayoutAttempt.Kind.SEND, reference=""),
+        {"payout_id": "m.id", "provider_id": "m.provider_id", "reference": "m.reference"},
+        now=now,
+    )
+    statement = (
+        f"WITH v (id, wallet_id, amount, msisdn, kezbek_ref, provider_id, reference, fee, dearest_fee, note) AS (VALUES {', '.join(rows)}), "
+        f"m AS (UPDATE {PAYOUTS} p SET status = %s, lease = p.lease + 1, provider_id = v.provider_id, reference = v.reference, "
+        f"updated_at = %s, fee = v.fee, dearest_fee = v.dearest_fee, next_check_at = NULL "
+        f"FROM v WHERE p.id = v.id AND p.lease = 0 AND p.status = %s AND p.wallet_id = v.wallet_id AND p.amount = v.amount "
+        f"AND p.msisdn = v.msisdn AND p.transaction_id = (SELECT t.id FROM {TRANSACTIONS} t WHERE t.kezbek_ref = v.kezbek_ref) "
+        f"RETURNING p.id, v.provider_id, v.reference, v.note), "
+        f"e AS ({event_head} FROM m), "
+        f"a AS ({attempt_head} FROM m RETURNING id, payout_id) "
+        f"SELECT payout_id, id FROM a"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*params, S.SENDING, now, S.PENDING, *event_values, *attempt_values])
+        taken = dict(cursor.fetchall())
+    attempts = {}
+    for payout, _, route, _ in plans:
+        if payout.pk not in taken:
+            continue
+        reference = payout_reference(kezbek_ref=payout.kezbek_ref, provider_code=route.provider_code)
+        attempt = PayoutAttempt(payout_id=payout.pk, provider_id=route.provider_id, kind=PayoutAttempt.Kind.SEND, reference=reference)
+        sql.saved(attempt, taken[payout.pk])
+        payout.status, payout.lease, payout.provider_id, payout.reference = S.SENDING, 1, route.provider_id, reference
+        payout.fee, payout.dearest_fee, payout.next_check_at = route.fee, route.dearest_fee, None
+        with scope(payout.pk):
+            logger.info("payout %s %s → %s %s", payout.pk, S.PENDING, S.SENDING, _send_note(route))
+        attempts[payout.pk] = attempt
+    return attempts
+
+
+def _send_note(route: selectors.Route) -> str:
+    return f"send via {route.provider_code} (fee {route.fee}, dearest {route.dearest_fee})"
+
+
+def _insert_from(template, columns: dict[str, str], *, now) -> tuple[str, list]:
+    """`INSERT INTO table (every column) SELECT …`: `columns` maps some columns to SQL expressions
+    over the statement's rows; the others take the template instance's values (created_at: `now`)."""
+    head, values = sql.insert_parts(template)
+    names = [name.strip().strip('"') for name in head[head.index("(") + 1 : -1].split(",")]
+    selects, params = [], []
+    for name, value in zip(names, values, strict=True):
+        if name in columns:
+            selects.append(columns[name])
+        else:
+            selects.append("%s")
+            params.append(now if name == "created_at" else value)
+    return f"{head} SELECT {', '.join(selects)}", params
+
+
+_SEND_THREADS: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _call_many(sends: list, scope) -> list:
+    """`_call` for each claimed payout, in parallel threads: their answers (or what a send raised), in order."""
+    global _SEND_THREADS
+    if not sends:
+        return []
+    if len(sends) == 1:
+        payout, attempt, route, primed = sends[0]
+        return [_call_primed(payout, attempt, route.provider_code, selectors.wallet_code(wallet_id=payout.wallet_id), primed, scope)]
+    if _SEND_THREADS is None or _SEND_THREADS[0] != os.getpid():  # never a pool inherited across a fork
+        _SEND_THREADS = (os.getpid(), ThreadPoolExecutor(max_workers=settings.CEZBEK_PAYOUT_BATCH_SIZE, thread_name_prefix="payout-send"))
+    futures = [
+        _SEND_THREADS[1].submit(
+            _call_primed, payout, attempt, route.provider_code, selectors.wallet_code(wallet_id=payout.wallet_id), primed, scope
+        )
+        for payout, attempt, route, primed in sends
+    ]
+    answers = []
+    for future in futures:
+        try:
+            answers.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - reported by the caller, payout by payout
+            answers.append(exc)
+    return answers
+
+
+def _call_primed(payout: Payout, attempt: PayoutAttempt, code: str, wallet: str, primed, scope) -> _Answer:
+    breaker_priming_give(code, primed)
+    with scope(payout.pk):
+        return _call(payout, attempt, code, wallet=wallet)
+
+
+def _succeed_many(credited: list, scope) -> int:
+    """`_succeed` for many credited sends in one statement (with each attempt's outcome); then, after
+    commit, one notification task for each payout with someone to tell. Returns how many moved."""
+    if not credited:
+        return 0
+    now = _value(timezone.now())
+    rows, params = [], []
+    for payout, attempt, code, answer in credited:
+        rows.append("(%s::bigint, %s::integer, %s::bigint, %s::text, %s::integer, %s::integer, %s::text)")
+        result = answer.result
+        latency_ms = int((answer.ended - answer.started) * 1000)
+        params += [payout.pk, payout.lease, attempt.pk, result.provider_ref or "", result.http_status, latency_ms, f"credited by {code}"]
+    event_head, event_values = _insert_from(_event(0, S.SENDING, S.SUCCEEDED, "", None), {"payout_id": "m.id", "note": "m.note"}, now=now)
+    from partners.models import Partner
+
+    partners = connection.ops.quote_name(Partner._meta.db_table)
+    statement = (
+        f"WITH v (id, lease, attempt_id, provider_ref, http_status, latency_ms, note) AS (VALUES {', '.join(rows)}), "
+        f"a AS (UPDATE {ATTEMPTS} a SET outcome = %s, http_status = v.http_status, provider_ref = v.provider_ref, "
+        f"latency_ms = v.latency_ms, message = '' FROM v WHERE a.id = v.attempt_id), "
+        f"m AS (UPDATE {PAYOUTS} p SET status = %s, updated_at = %s, provider_ref = v.provider_ref, next_check_at = NULL "
+        f"FROM v WHERE p.id = v.id AND p.lease = v.lease AND p.status = %s RETURNING p.id, p.transaction_id, v.note), "
+        f"e AS ({event_head} FROM m) "
+        f"SELECT m.id, (t.email <> '' OR COALESCE(pa.webhook_url, '') <> '') FROM m "
+        f"JOIN {TRANSACTIONS} t ON t.id = m.transaction_id JOIN {partners} pa ON pa.id = t.partner_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*params, O.CREDITED, S.SUCCEEDED, now, S.SENDING, *event_values])
+        moved = dict(cursor.fetchall())
+    for payout, _, code, answer in credited:
+        if payout.pk in moved:
+            with scope(payout.pk):
+                logger.info("payout %s %s → %s credited by %s", payout.pk, S.SENDING, S.SUCCEEDED, code)
+            payout.status, payout.provider_ref = S.SUCCEEDED, answer.result.provider_ref or ""
+    tell = [payout_id for payout_id, anyone in moved.items() if anyone]
+    transaction.on_commit(lambda: _publish_many("wallets.payout_notify", [((payout_id,), None, scope(payout_id)) for payout_id in tell]))
+    return len(moved)
+
+
+def _deliver(payout: Payout, where: tuple[str, list], *, refused: set[str], skipped: set[str] | None = None) -> str | None:
     """The route loop: claim the cheapest route, send, fail over on refusals."""
-    skipped: set[str] = set()  # unavailable right now: not refused for good
+    skipped = set() if skipped is None else skipped  # unavailable right now: not refused for good
     first = True
     while True:
         route = selectors.cheapest_route(wallet_id=payout.wallet_id, amount=payout.amount, exclude=refused | skipped)
@@ -411,7 +638,7 @@ def _deliver(payout: Payout, where: tuple[str, list], *, refused: set[str]) -> s
             provider_id=route.provider_id,
             reference=reference,
             kind=PayoutAttempt.Kind.SEND,
-            note=f"send via {route.provider_code} (fee {route.fee}, dearest {route.dearest_fee})",
+            note=_send_note(route),
             fee=route.fee,
             dearest_fee=route.dearest_fee,
             next_check_at=None,
@@ -431,35 +658,60 @@ def _deliver(payout: Payout, where: tuple[str, list], *, refused: set[str]) -> s
 
 def _send(payout: Payout, attempt: PayoutAttempt, code: str) -> str:
     """One send; records the outcome. Returns the new status, or "refused"/"skipped" to fail over."""
+    answer = _call(payout, attempt, code, wallet=selectors.wallet_code(wallet_id=payout.wallet_id))
+    return _answer_record(payout, attempt, code, answer)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A provider's answer to one send: Credited or Pending, or the failure it raised."""
+
+    result: object
+    started: float
+    ended: float
+
+
+def _call(payout: Payout, attempt: PayoutAttempt, code: str, *, wallet: str) -> _Answer:
+    """Asks the provider, through its breaker, to credit the payout. Touches no database, so that
+    `payouts_deliver` can run it in other threads; a failure that is none of the provider's
+    outcomes (a bug) is raised."""
     client = get_client(code)
     started = time.monotonic()
     try:
         result = breaker_for(code).call(
             client.send,
             reference=attempt.reference,
-            wallet=selectors.wallet_code(wallet_id=payout.wallet_id),
+            wallet=wallet,
             msisdn=payout.msisdn,
             amount=payout.amount,
             notes=f"Kezbek cashback {payout.kezbek_ref}",
             callback_url=_callback_url(code),
         )
-    except pybreaker.CircuitBreakerError:
-        finish = _finish_sql(attempt, O.BREAKER_OPEN, started=started, message="circuit open: not sent")
+    except (pybreaker.CircuitBreakerError, Refused, Unknown) as exc:  # Unavailable is a Refused
+        result = exc
+    return _Answer(result, started, time.monotonic())
+
+
+def _answer_record(payout: Payout, attempt: PayoutAttempt, code: str, answer: _Answer) -> str:
+    """Records a send's answer and moves the payout accordingly; returns as `_send` does."""
+    result, timing = answer.result, {"started": answer.started, "ended": answer.ended}
+    if isinstance(result, pybreaker.CircuitBreakerError):
+        finish = _finish_sql(attempt, O.BREAKER_OPEN, **timing, message="circuit open: not sent")
         return _back_to_pending(payout, f"{code} breaker open, not sent", skipped=True, finish=finish)
-    except Unavailable as exc:
-        finish = _finish_sql(attempt, O.UNAVAILABLE, started=started, http_status=exc.http_status, message=exc.reason)
-        return _back_to_pending(payout, f"{code} unavailable: {exc.reason}", skipped=True, finish=finish)
-    except Refused as exc:
-        finish = _finish_sql(attempt, O.REFUSED, started=started, http_status=exc.http_status, message=exc.reason)
-        return _back_to_pending(payout, f"{code} refused: {exc.reason}", skipped=False, finish=finish)
-    except Unknown as exc:
-        finish = _finish_sql(attempt, O.UNKNOWN, started=started, http_status=exc.http_status, message=exc.reason)
-        return _unknown(payout, client, f"{code} unknown outcome: {exc.reason}", finish=finish)
+    if isinstance(result, Unavailable):
+        finish = _finish_sql(attempt, O.UNAVAILABLE, **timing, http_status=result.http_status, message=result.reason)
+        return _back_to_pending(payout, f"{code} unavailable: {result.reason}", skipped=True, finish=finish)
+    if isinstance(result, Refused):
+        finish = _finish_sql(attempt, O.REFUSED, **timing, http_status=result.http_status, message=result.reason)
+        return _back_to_pending(payout, f"{code} refused: {result.reason}", skipped=False, finish=finish)
+    if isinstance(result, Unknown):
+        finish = _finish_sql(attempt, O.UNKNOWN, **timing, http_status=result.http_status, message=result.reason)
+        return _unknown(payout, get_client(code), f"{code} unknown outcome: {result.reason}", finish=finish)
     if isinstance(result, Credited):
-        finish = _finish_sql(attempt, O.CREDITED, started=started, http_status=result.http_status, provider_ref=result.provider_ref)
+        finish = _finish_sql(attempt, O.CREDITED, **timing, http_status=result.http_status, provider_ref=result.provider_ref)
         _succeed(payout, f"credited by {code}", provider_ref=result.provider_ref, finish=finish)
         return S.SUCCEEDED
-    finish = _finish_sql(attempt, O.PENDING, started=started, http_status=result.http_status, provider_ref=result.provider_ref or "")
+    finish = _finish_sql(attempt, O.PENDING, **timing, http_status=result.http_status, provider_ref=result.provider_ref or "")
     return _await_callback(payout, f"{code} pending: waiting for its callback", provider_ref=result.provider_ref or "", finish=finish)
 
 

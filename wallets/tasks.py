@@ -1,6 +1,8 @@
 """Thin Celery tasks: take ids, call one service, safe to run twice (claims decide who acts)."""
 
 from celery import shared_task
+from celery_batches import Batches
+from django.conf import settings
 
 from wallets import services
 
@@ -8,6 +10,31 @@ from wallets import services
 @shared_task(name="wallets.payout_deliver")
 def payout_deliver(payout_id: int, hint: dict | None = None) -> str | None:
     return services.payout_deliver(payout_id=payout_id, hint=hint)
+
+
+@shared_task(
+    name="wallets.payouts_deliver",
+    base=Batches,
+    flush_every=settings.CEZBEK_PAYOUT_BATCH_SIZE,
+    flush_interval=settings.CEZBEK_PAYOUT_BATCH_WAIT_SECONDS,
+)
+def payouts_deliver(requests) -> dict:
+    """New payouts, gathered by the worker into batches (celery-batches): one call per batch, each
+    request one `payout_enqueue(hint=…)`. Acknowledged after the batch returns (acks_late).
+
+    Each payout's log lines carry its own message's task id and the request id it was queued under.
+    """
+    from cezbek import logs
+    from cezbek.tracing import HEADER
+
+    contexts = {
+        request.args[0]: {"rid": (request.request_dict or {}).get(HEADER), "task": (request.id, "wallets.payouts_deliver")}
+        for request in requests
+    }
+    return services.payouts_deliver(
+        items=[(request.args[0], request.kwargs.get("hint")) for request in requests],
+        scope=lambda payout_id: logs.task_context(**contexts[payout_id]),
+    )
 
 
 @shared_task(name="wallets.payout_resolve")

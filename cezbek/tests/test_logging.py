@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PATH = "/api/v1/cashbacks"
 
 
-def purchase(n: int) -> dict:
-    return {"partner_ref": f"LOG-{n}", "msisdn": f"62813{n:08d}", "quantity": 1, "amount": "20000.00", "wallet": "LSAJA"}
+def purchase(n: int, **more) -> dict:
+    return {"partner_ref": f"LOG-{n}", "msisdn": f"62813{n:08d}", "quantity": 1, "amount": "20000.00", "wallet": "LSAJA", **more}
 
 
 def json_lines(text: str) -> list[dict]:
@@ -125,8 +125,8 @@ def test_the_request_id_follows_the_purchase_into_the_workers_log_lines(sandbox,
 
     CashbackRule.objects.create(name="all of it", percentage=Decimal("100"), valid_from=timezone.now() - timedelta(days=1))
 
-    # when a partner posts a purchase with its own request id
-    response = api.post(PATH, purchase(7), headers={"X-Request-ID": "trace-7f3a9c"})
+    # when a partner posts a purchase with its own request id (and an email: a notification task follows)
+    response = api.post(PATH, purchase(7, email="log@example.id"), headers={"X-Request-ID": "trace-7f3a9c"})
     assert response.status_code == 201, response.content
     payout = Payout.objects.get(transaction__kezbek_ref=response.json()["kezbek_ref"])
     wait_terminal([payout.pk], timeout=60)
@@ -147,14 +147,18 @@ def test_the_request_id_follows_the_purchase_into_the_workers_log_lines(sandbox,
     lines = wait_for(lambda: [line for line in payout_lines() if "→ SUCCEEDED" in line["message"]] and payout_lines(), 10, "the worker's log line of the payout's success")
     assert [line["request_id"] for line in lines] == ["trace-7f3a9c"] * len(lines)
     assert None not in {line["task_id"] for line in lines}
-    assert "wallets.payout_deliver" in {line["task_name"] for line in lines}
+    assert "wallets.payouts_deliver" in {line["task_name"] for line in lines}  # a new payout goes to the batch task
     assert payout.provider.code == "MTRANS"  # LSAJA 20,000: MTRANS's 600 beats XENIT's 750 (routes fixture)
-    # Celery's own line for each task run for this payout (delivery, and any task it queued) carries it too
-    done = [
-        line for line in json_lines(json_worker.log_path.read_text())
-        if line["logger"] == "celery.app.trace" and line.get("data", {}).get("args") == f"({payout.pk},)"
-    ]
-    assert done and all(line["request_id"] == "trace-7f3a9c" for line in done)
+    # Celery's own line for each task run for this payout (the notification the batch queued; the batch
+    # itself has none per payout) carries it too
+    def done_lines():
+        return [
+            line for line in json_lines(json_worker.log_path.read_text())
+            if line["logger"] == "celery.app.trace" and line.get("data", {}).get("args") == f"({payout.pk},)"
+        ]
+
+    done = wait_for(done_lines, 10, "Celery's line of the payout's notification task")
+    assert all(line["request_id"] == "trace-7f3a9c" for line in done)
     # while the lines of the sweeper (queued by beat, not by a request) carry none
     def sweeps():
         return [line for line in json_lines(json_worker.log_path.read_text()) if line.get("task_name") == "wallets.payout_sweep"]

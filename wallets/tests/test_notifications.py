@@ -37,7 +37,8 @@ def template(db):
 def eager(monkeypatch):
     from cezbek.celery import app
 
-    monkeypatch.setattr(app.conf, "task_always_eager", True)
+    # The namespaced name: Celery 5.6 reads task_always_eager from the CELERY_-prefixed key it was configured with.
+    monkeypatch.setattr(app.conf, "CELERY_TASK_ALWAYS_EAGER", True)
 
 
 @pytest.fixture
