@@ -438,18 +438,24 @@ def payouts_create(config: dict, n: int, *, offset: int = 0) -> list[tuple[int, 
 # --- the broker -------------------------------------------------------------------------------
 
 
+def delivery_task() -> str:
+    """The task a purchase queues for its new payout in the code measured: the batch task since
+    fec348d, the single one before (so that `--rev` can measure older revisions). Read from the
+    measured code's source: this process may import some application modules from the working tree."""
+    source = (SRC / "wallets" / "tasks.py").read_text()
+    return "wallets.payouts_deliver" if '"wallets.payouts_deliver"' in source else "wallets.payout_deliver"
+
+
 def enqueue(task_name: str, ids: list, queue: str) -> float:
     """Queues one task per id (or per (id, hint), as a purchase queues its payout) on one producer
-    connection; returns the seconds it took."""
-    import wallets.tasks  # noqa: F401 - registers the tasks
+    connection, by name (as `send_task` does: no task module imported); returns the seconds it took."""
     from cezbek.celery import app
 
-    task = app.tasks[task_name]
     started = time.monotonic()
     with app.producer_or_acquire() as producer:
         for item in ids:
             i, kwargs = (item[0], {"hint": item[1]}) if isinstance(item, tuple) else (item, None)
-            task.apply_async((i,), kwargs, queue=queue, producer=producer)
+            app.send_task(task_name, (i,), kwargs, queue=queue, producer=producer)
     return time.monotonic() - started
 
 
@@ -743,7 +749,7 @@ def measure_payouts(args, env, pool, concurrency, queue, meter: CpuMeter, redis,
     history_create(config, args.history)
     queued = payouts_create(config, n)
     ids = [pk for pk, _ in queued]
-    enqueue_s = enqueue("wallets.payouts_deliver", queued, queue)
+    enqueue_s = enqueue(delivery_task(), queued, queue)
     assert queue_depth(redis, queue) == n
     from django.db import connection
 
