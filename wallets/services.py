@@ -595,9 +595,7 @@ def _succeed_many(credited: list, scope) -> int:
         latency_ms = int((answer.ended - answer.started) * 1000)
         params += [payout.pk, payout.lease, attempt.pk, result.provider_ref or "", result.http_status, latency_ms, f"credited by {code}"]
     event_head, event_values = _insert_from(_event(0, S.SENDING, S.SUCCEEDED, "", None), {"payout_id": "m.id", "note": "m.note"}, now=now)
-    from partners.models import Partner
-
-    partners = connection.ops.quote_name(Partner._meta.db_table)
+    told, joins = _anyone_to_tell_sql("m")
     statement = (
         f"WITH v (id, lease, attempt_id, provider_ref, http_status, latency_ms, note) AS (VALUES {', '.join(rows)}), "
         f"a AS (UPDATE {ATTEMPTS} a SET outcome = %s, http_status = v.http_status, provider_ref = v.provider_ref, "
@@ -605,8 +603,7 @@ def _succeed_many(credited: list, scope) -> int:
         f"m AS (UPDATE {PAYOUTS} p SET status = %s, updated_at = %s, provider_ref = v.provider_ref, next_check_at = NULL "
         f"FROM v WHERE p.id = v.id AND p.lease = v.lease AND p.status = %s RETURNING p.id, p.transaction_id, v.note), "
         f"e AS ({event_head} FROM m) "
-        f"SELECT m.id, (t.email <> '' OR COALESCE(pa.webhook_url, '') <> '') FROM m "
-        f"JOIN {TRANSACTIONS} t ON t.id = m.transaction_id JOIN {partners} pa ON pa.id = t.partner_id"
+        f"SELECT m.id, {told} FROM m {joins}"
     )
     with connection.cursor() as cursor:
         cursor.execute(statement, [*params, O.CREDITED, S.SUCCEEDED, now, S.SENDING, *event_values])
@@ -808,17 +805,23 @@ def _after_terminal(payout_id: int) -> None:
 def _anyone_to_tell(payout_id: int) -> bool:
     """Whether the purchase gave an email or its partner has a webhook URL: one indexed read, cheaper
     than a notification task that would find nothing to do."""
+    told, joins = _anyone_to_tell_sql("p")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {told} FROM {PAYOUTS} p {joins} WHERE p.id = %s", [payout_id])
+        row = cursor.fetchone()
+    return row is not None and bool(row[0])
+
+
+def _anyone_to_tell_sql(payouts: str) -> tuple[str, str]:
+    """The SQL of `_anyone_to_tell` for rows of payouts named `payouts`: (the expression, its JOINs).
+    Shared with `_succeed_many`, which asks it of a whole batch in its own statement."""
     from partners.models import Partner
 
     partners = connection.ops.quote_name(Partner._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT t.email, pa.webhook_url FROM {PAYOUTS} p JOIN {TRANSACTIONS} t ON t.id = p.transaction_id "
-            f"JOIN {partners} pa ON pa.id = t.partner_id WHERE p.id = %s",
-            [payout_id],
-        )
-        row = cursor.fetchone()
-    return row is not None and bool(row[0] or row[1])
+    return (
+        "(t.email <> '' OR COALESCE(pa.webhook_url, '') <> '')",
+        f"JOIN {TRANSACTIONS} t ON t.id = {payouts}.transaction_id JOIN {partners} pa ON pa.id = t.partner_id",
+    )
 
 
 # --- resolving unknown and pending outcomes ---------------------------------------------------
