@@ -52,6 +52,7 @@ class Statement:
     sql: str
     in_atomic: bool
     kind: str = "sql"  # "sql", or BEGIN / COMMIT / ROLLBACK markers
+    group: int | None = None  # statements sent together in one query string (cezbek.sql.run_together) share one
 
 
 @dataclass
@@ -104,6 +105,13 @@ def capture_post(*, label: str, key_id: str, secret: str, payload: dict) -> Capt
             raise RuntimeError(f"executemany() in the request path is not supported by the generator: {sql[:120]}")
         in_atomic = connection.in_atomic_block
         result = execute(sql, params, many, context)
+        pieces = sql.split("; ")  # several statements in one query string: pgbench sends them together too
+        if len(pieces) > 1:
+            group, rest = len(statements), list(params or [])
+            for piece in pieces:
+                used, rest = rest[: piece.count("%s")], rest[piece.count("%s"):]
+                statements.append(Statement(sql=connection.ops.compose_sql(piece, used), in_atomic=in_atomic, group=group))
+            return result
         text = connection.ops.last_executed_query(context["cursor"].cursor, sql, params)
         if text is None:
             raise RuntimeError(f"could not read the executed text of {sql[:120]}")
@@ -262,8 +270,19 @@ def pgbench_script(capture: Capture, *, first_ids: dict[int, str], msisdn_expr: 
                 sql = sql.replace(f'SELECT "{table}"."id"', f'SELECT "{table}"."id" AS "bench_id"', 1)
                 if '"bench_id"' not in sql:
                     raise RuntimeError(f"cannot alias the id column of statement {i}:\n{sql}")
+        group = st.group
+        last_of_group = group is None or i + 1 == len(capture.statements) or capture.statements[i + 1].group != group
+        if not last_of_group:
+            out.append(sql + " \\;")  # pgbench's compound command: one query string, as the application sends it
+            continue
+        members = [j for j in range(len(capture.statements)) if capture.statements[j].group == group] if group is not None else [i]
+        definers = [j for j in members if j in gset_of]
+        if len(definers) > 1:
+            raise RuntimeError(f"statements {definers} of one query string both yield ids; the generator takes one")
+        if definers:
             out.append(sql)
-            out.append(f"\\gset {gset_of[i]}")
+            # \aset: every statement of a compound command stores its columns (\gset would keep the last).
+            out.append(f"\\{'aset' if len(members) > 1 else 'gset'} {gset_of[definers[0]]}")
         else:
             out.append(sql + ";")
     leftovers = [m.group(1) for line in out for m in BIG_INT.finditer(line) if _table_of_id(int(m.group(1)), tables_by_first_id)]

@@ -42,6 +42,7 @@ from wallets.services import (
     PAYOUTS,
     VELOCITY_LOCK,
     payout_created_note,
+    payout_held_log,
     payout_hint,
     payout_new,
     velocity_window_start,
@@ -171,7 +172,7 @@ def _states_write(states: list[LoyaltyState], now: datetime) -> None:
 
 
 def _window_totals(msisdns: list[str], now: datetime) -> dict[str, Decimal]:
-    """Each MSISDN's payouts within the velocity window (wallets.services._velocity_window_total),
+    """Each MSISDN's payouts within the velocity window (wallets.services.velocity_statements),
     read after taking its advisory lock; the locks in MSISDN order, so chunks never deadlock on them."""
     totals = dict.fromkeys(msisdns, Decimal("0.00"))
     with connection.cursor() as cursor:
@@ -202,8 +203,12 @@ def _payouts_create(transactions: list[Transaction], now: datetime) -> list[tupl
         totals[txn.msisdn] += txn.total  # HELD counts too, as on the single path
         payouts.append(payout)
     Payout.objects.bulk_create(payouts)
+    notes = [payout_created_note(payout, total) for payout, total in zip(payouts, seen, strict=True)]
     PayoutEvent.objects.bulk_create(
-        PayoutEvent(payout_id=payout.pk, from_status="", to_status=payout.status, note=payout_created_note(payout, total)[:2000], created_at=now)
-        for payout, total in zip(payouts, seen, strict=True)
+        PayoutEvent(payout_id=payout.pk, from_status="", to_status=payout.status, note=note[:2000], created_at=now)
+        for payout, note in zip(payouts, notes, strict=True)
     )
+    for payout, note in zip(payouts, notes, strict=True):
+        if payout.status == S.HELD:
+            payout_held_log(payout, note)
     return [(p.pk, payout_hint(p, kezbek_ref=p.transaction.kezbek_ref)) for p in payouts if p.status == S.PENDING]

@@ -17,9 +17,9 @@ from cezbek import sql
 from cezbek.errors import Conflict, UnknownWallet
 from loyalty.models import TierLevel
 from loyalty.rules import Standing
-from loyalty.services import loyalty_plan_commit, loyalty_purchase_plan
+from loyalty.services import loyalty_ladder, loyalty_plan_writes, loyalty_purchase_plan, loyalty_state_lock
 from wallets.selectors import wallet_active
-from wallets.services import payout_create
+from wallets.services import payout_announce, payout_writes, velocity_statements, velocity_total
 
 logger = logging.getLogger("cezbek.cashback")
 
@@ -88,16 +88,29 @@ def transaction_record(*, partner, purchase: Purchase) -> tuple[Transaction, boo
 
 
 def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:
+    """One purchase's database work, in four round trips on PostgreSQL (BEGIN; lock; write; COMMIT).
+
+    The lock: the customer's loyalty state (created at a first purchase) under a row lock, so
+    purchases of one customer run one at a time; then the MSISDN's velocity lock and window total
+    (payouts across partners). The write: the transaction, the journey, the state, the payout and
+    its event in one statement (`sql.insert_chain`).
+    """
     now = timezone.now()
+    ladder = loyalty_ladder()
     with transaction.atomic():
-        # Lock the customer's loyalty state first: purchases of one customer run one at a time.
-        plan = loyalty_purchase_plan(partner=partner, msisdn=purchase.msisdn, now=now)
-        txn = sql.insert(transaction_new(partner=partner, purchase=purchase, wallet=wallet, after=plan.after, reward=plan.reward, now=now))
+        state, window = loyalty_state_lock(
+            ladder=ladder, partner_id=partner.pk, msisdn=purchase.msisdn, now=now,
+            then=velocity_statements(msisdn=purchase.msisdn, now=now),
+        )
+        plan = loyalty_purchase_plan(ladder=ladder, state=state, now=now)
+        txn = transaction_new(partner=partner, purchase=purchase, wallet=wallet, after=plan.after, reward=plan.reward, now=now)
         # The document shows the tier's name: attach the tier we already know instead of a query.
         Transaction.tier.field.set_cached_value(txn, TierLevel(id=plan.after.rung.id, name=plan.after.rung.name, rank=plan.after.rung.rank))
-        loyalty_plan_commit(plan=plan, transaction_id=txn.pk)
-        if txn.total > 0:
-            payout_create(transaction_obj=txn, amount=txn.total, now=now)
+        journey, state_update = loyalty_plan_writes(plan=plan, transaction=txn)
+        payout = payout_writes(transaction_obj=txn, amount=txn.total, now=now, window_total=velocity_total(window)) if txn.total > 0 else []
+        sql.insert_chain([sql.Row(txn), *journey, *payout], updates=[state_update])
+        if payout:
+            payout_announce(payout, kezbek_ref=txn.kezbek_ref)
     return txn
 
 

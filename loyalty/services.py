@@ -33,20 +33,34 @@ class PurchasePlan:
         return self.after.rung.id
 
 
-def loyalty_purchase_plan(*, partner, msisdn: str, now: datetime) -> PurchasePlan:
-    """Locks (creating if new) the customer's state and computes the purchase. Call inside atomic()."""
+def loyalty_purchase_plan(*, ladder: rules.Ladder, state: LoyaltyState, now: datetime) -> PurchasePlan:
+    """What a purchase does to the customer's state, locked by `loyalty_state_lock`."""
+    after, steps, reward = rules.purchase(ladder, standing_of(ladder, state), now)
+    return PurchasePlan(state=state, after=after, steps=steps, reward=reward)
+
+
+def loyalty_ladder() -> rules.Ladder:
+    """The live ladder; a purchase cannot be recorded without one."""
     ladder = ladder_current()
     if not ladder.rungs:
         raise CezbekError("No loyalty tiers are configured.")
-    state = _state_lock(partner_id=partner.pk, msisdn=msisdn)
-    if state is None:
-        # Two first purchases at once: one insert wins, the other is ignored; both then lock the row.
-        LoyaltyState.objects.bulk_create(
-            [loyalty_state_new(ladder=ladder, partner_id=partner.pk, msisdn=msisdn, now=now)], ignore_conflicts=True
-        )
-        state = _state_lock(partner_id=partner.pk, msisdn=msisdn)
-    after, steps, reward = rules.purchase(ladder, standing_of(ladder, state), now)
-    return PurchasePlan(state=state, after=after, steps=steps, reward=reward)
+    return ladder
+
+
+def loyalty_state_lock(*, ladder: rules.Ladder, partner_id: int, msisdn: str, now: datetime, then: list[tuple[str, list]] = ()):
+    """Creates the customer's state at a first purchase, locks it until the transaction ends, then
+    runs `then` (statements that need the lock held); returns the state and the rows of the last
+    of them. On PostgreSQL one round trip. Call inside atomic().
+
+    Two first purchases at once: one insert wins, the other's does nothing; both then lock the row.
+    """
+    results = sql.run_together([
+        sql.insert_ignore_parts(loyalty_state_new(ladder=ladder, partner_id=partner_id, msisdn=msisdn, now=now)),
+        loyalty_states_lock_sql(partner_id=partner_id, msisdns=[msisdn]),
+        *then,
+    ])
+    state = loyalty_states_read(results[1])[msisdn]
+    return state, results[-1] if then else []
 
 
 def loyalty_state_new(*, ladder: rules.Ladder, partner_id: int, msisdn: str, now: datetime) -> LoyaltyState:
@@ -89,12 +103,18 @@ def journey_entries(*, state: LoyaltyState, steps: list[rules.Step], transaction
     ]
 
 
-def _state_lock(*, partner_id: int, msisdn: str) -> LoyaltyState | None:
-    return loyalty_states_lock(partner_id=partner_id, msisdns=[msisdn]).get(msisdn)
+STATE_COLUMNS = ("id", "partner_id", "msisdn", "tier_id", "count", "entered_at", "expires_at")
 
 
 def loyalty_states_lock(*, partner_id: int, msisdns: list[str]) -> dict[str, LoyaltyState]:
-    """The customers' state rows, locked until the transaction ends (SELECT … FOR UPDATE), in MSISDN order.
+    """The customers' state rows, locked until the transaction ends (SELECT … FOR UPDATE), in MSISDN order."""
+    with connection.cursor() as cursor:
+        cursor.execute(*loyalty_states_lock_sql(partner_id=partner_id, msisdns=msisdns))
+        return loyalty_states_read(cursor.fetchall())
+
+
+def loyalty_states_lock_sql(*, partner_id: int, msisdns: list[str]) -> tuple[str, list]:
+    """The statement of `loyalty_states_lock`, and its parameters.
 
     The rows alone: with a JOIN, PostgreSQL re-checks the join after waiting for the lock, and a
     row whose tier a concurrent purchase just changed would silently drop out. Hand-written
@@ -102,22 +122,45 @@ def loyalty_states_lock(*, partner_id: int, msisdns: list[str]) -> dict[str, Loy
     """
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     table = connection.ops.quote_name(LoyaltyState._meta.db_table)
-    columns = ", ".join(f"{table}.{connection.ops.quote_name(c)}" for c in ("id", "partner_id", "msisdn", "tier_id", "count", "entered_at", "expires_at"))
-    rows = LoyaltyState.objects.raw(
+    columns = ", ".join(f"{table}.{connection.ops.quote_name(c)}" for c in STATE_COLUMNS)
+    return (
         f"SELECT {columns} FROM {table} WHERE {table}.\"partner_id\" = %s AND {table}.\"msisdn\" IN ({', '.join(['%s'] * len(msisdns))}) "
         f"ORDER BY {table}.\"msisdn\"{lock}",
         [partner_id, *msisdns],
     )
-    return {state.msisdn: state for state in rows}
 
 
-def loyalty_plan_commit(*, plan: PurchasePlan, transaction_id: int) -> None:
-    """Writes a planned purchase: the state and one journey entry per step."""
+def loyalty_states_read(rows) -> dict[str, LoyaltyState]:
+    """Saved instances of the rows `loyalty_states_lock_sql` selects, by MSISDN."""
+    table = LoyaltyState._meta.db_table
+    # The backend's converters (SQLite returns dates as text; PostgreSQL needs none).
+    converting = []
+    for index, name in enumerate(STATE_COLUMNS):
+        column = LoyaltyState._meta.get_field(name).get_col(table)
+        converters = connection.ops.get_db_converters(column)
+        if converters:
+            converting.append((index, column, converters))
+    states = {}
+    for row in rows:
+        values = list(row)
+        for index, column, converters in converting:
+            for convert in converters:
+                values[index] = convert(values[index], column, connection)
+        state = LoyaltyState.from_db(connection.alias, STATE_COLUMNS, values)
+        states[state.msisdn] = state
+    return states
+
+
+def loyalty_plan_writes(*, plan: PurchasePlan, transaction) -> tuple[list[sql.Row], tuple[LoyaltyState, list[str]]]:
+    """A planned purchase's writes for `sql.insert_chain`: one journey entry per step, linked to
+    the purchase's transaction row (a demotion belongs to none), and the state's update."""
     state = plan.state
     standing_apply(state, plan.after)
-    sql.update(state, ["tier", "count", "entered_at", "expires_at", "updated_at"])
-    for entry in journey_entries(state=state, steps=plan.steps, transaction_id=transaction_id):
-        sql.insert(entry)
+    rows = [
+        sql.Row(entry, links={} if entry.reason == JourneyEntry.Reason.DEMOTED else {"transaction_id": transaction})
+        for entry in journey_entries(state=state, steps=plan.steps, transaction_id=None)
+    ]
+    return rows, (state, ["tier", "count", "entered_at", "expires_at", "updated_at"])
 
 
 def tier_expire_all(*, as_of: datetime, batch_size: int = 1000, progress=None) -> int:

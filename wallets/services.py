@@ -59,19 +59,27 @@ RESOLVABLE = (S.UNKNOWN, S.AWAITING_CALLBACK)
 # --- creation ------------------------------------------------------------------------------
 
 
-def payout_create(*, transaction_obj, amount: Decimal, now: datetime) -> Payout:
-    """A PENDING payout for a transaction, handed to a worker once the database commits.
+def payout_writes(*, transaction_obj, amount: Decimal, now: datetime, window_total: Decimal) -> list[sql.Row]:
+    """A purchase's new payout and its first event, for `sql.insert_chain` in the purchase's
+    transaction: the payout linked to the transaction's row, the event to the payout's.
 
     Risk control (DOMAIN.md §8): when it would take the MSISDN's payouts of the rolling window
-    over the velocity limit, it is created HELD, flagged `velocity`, and waits for an operator.
-    Call inside the purchase's transaction.
+    (`window_total`, the `velocity_total` read under its lock) over the velocity limit, the payout
+    is created HELD, flagged `velocity`, and waits for an operator.
     """
-    window_total = _velocity_window_total(msisdn=transaction_obj.msisdn, now=now)
-    payout = sql.insert(payout_new(transaction_obj=transaction_obj, amount=amount, now=now, window_total=window_total))
-    _record_event(payout.pk, "", payout.status, payout_created_note(payout, window_total), None)
+    payout = payout_new(transaction_obj=transaction_obj, amount=amount, now=now, window_total=window_total)
+    event = _event(None, "", payout.status, payout_created_note(payout, window_total), None)
+    return [sql.Row(payout, links={"transaction_id": transaction_obj}), sql.Row(event, links={"payout_id": payout})]
+
+
+def payout_announce(rows: list[sql.Row], *, kezbek_ref: str) -> Payout:
+    """After `payout_writes`' rows are written: queues the payout's delivery once the purchase
+    commits, or logs why it is HELD (it waits for an operator). Returns the payout."""
+    payout, event = rows[0].instance, rows[1].instance
     if payout.status == S.HELD:
+        payout_held_log(payout, event.note)
         return payout
-    hint = payout_hint(payout, kezbek_ref=transaction_obj.kezbek_ref)
+    hint = payout_hint(payout, kezbek_ref=kezbek_ref)
     transaction.on_commit(lambda: payout_enqueue(payout_id=payout.pk, hint=hint))
     return payout
 
@@ -91,15 +99,18 @@ def payout_new(*, transaction_obj, amount: Decimal, now: datetime, window_total:
 
 
 def payout_created_note(payout: Payout, window_total: Decimal) -> str:
-    """The note of a new payout's first event (logged too when it is held)."""
+    """The note of a new payout's first event (`payout_held_log` logs it once the payout has an id)."""
     if payout.status != S.HELD:
         return "created"
     note = (
         f"held: {window_total} already paid or owed to this MSISDN in the last "
         f"{settings.CEZBEK_VELOCITY_WINDOW_SECONDS} s, over the limit of {settings.CEZBEK_VELOCITY_LIMIT} with this one"
     )
-    logger.warning("payout %s %s", payout.pk, note)
     return note
+
+
+def payout_held_log(payout: Payout, note: str) -> None:
+    logger.warning("payout %s %s", payout.pk, note)
 
 
 def payout_hint(payout: Payout, *, kezbek_ref: str) -> dict:
@@ -115,22 +126,26 @@ def velocity_window_start(now: datetime) -> datetime:
     return now - timedelta(seconds=settings.CEZBEK_VELOCITY_WINDOW_SECONDS)
 
 
-def _velocity_window_total(*, msisdn: str, now: datetime) -> Decimal:
-    """The MSISDN's payouts created within the window, across partners; FAILED and CANCELLED not counted.
+def velocity_statements(*, msisdn: str, now: datetime) -> list[tuple[str, list]]:
+    """The statements that read the MSISDN's payouts created within the window, across partners
+    (FAILED and CANCELLED not counted), for `sql.run_together`; `velocity_total` reads the last one's rows.
 
     On PostgreSQL a transaction-scoped advisory lock on the MSISDN is taken first, so that
     concurrent purchases of one customer (through different partners too) see each other's
     payouts: the sum is read by a statement that starts after the lock is held.
     """
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [VELOCITY_LOCK, msisdn])
-        cursor.execute(
-            f"SELECT COALESCE(SUM(amount), 0) FROM {PAYOUTS} WHERE msisdn = %s AND created_at >= %s AND status NOT IN (%s, %s)",
-            [msisdn, _value(velocity_window_start(now)), S.FAILED, S.CANCELLED],
-        )
-        total = cursor.fetchone()[0]
-    return Decimal(total).quantize(Decimal("0.01"))
+    window = (
+        f"SELECT COALESCE(SUM(amount), 0) FROM {PAYOUTS} WHERE msisdn = %s AND created_at >= %s AND status NOT IN (%s, %s)",
+        [msisdn, _value(velocity_window_start(now)), S.FAILED, S.CANCELLED],
+    )
+    if connection.vendor != "postgresql":
+        return [window]
+    return [("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [VELOCITY_LOCK, msisdn]), window]
+
+
+def velocity_total(rows: list[tuple]) -> Decimal:
+    """The window total that the last of `velocity_statements` read."""
+    return Decimal(rows[0][0]).quantize(Decimal("0.01"))
 
 
 def payout_release(*, payout: Payout, actor, note: str = "") -> Payout:
@@ -210,10 +225,6 @@ def _run(sql: str, params: list) -> int:
 
 def _value(value):
     return connection.ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value
-
-
-def _record_event(payout_id: int, from_status: str, to_status: str, note: str, actor) -> None:
-    sql.insert(_event(payout_id, from_status, to_status, note, actor))
 
 
 def _event(payout_id: int, from_status: str, to_status: str, note: str, actor) -> PayoutEvent:
@@ -373,7 +384,7 @@ def payout_deliver(*, payout_id: int, hint: dict | None = None) -> str | None:
     Safe to run twice: only the worker whose claim succeeds sends. Returns the final status
     this call left the payout in (None when there was nothing to do).
 
-    With a `hint` (a new payout's own fields, from `payout_create`) the first claim goes out
+    With a `hint` (a new payout's own fields, from `payout_announce`) the first claim goes out
     without reading the payout: it applies only if the payout is PENDING, never claimed, and
     has exactly that wallet, amount, MSISDN and transaction. Otherwise the payout is read.
     """
@@ -391,7 +402,7 @@ def payout_deliver(*, payout_id: int, hint: dict | None = None) -> str | None:
 
 
 def _hinted(payout_id: int, hint: dict) -> tuple[Payout, tuple[str, list]]:
-    """A never-claimed payout as `payout_create` described it, and the condition that proves it."""
+    """A never-claimed payout as `payout_writes` described it, and the condition that proves it."""
     payout = Payout(
         pk=payout_id,
         status=S.PENDING,
