@@ -34,6 +34,7 @@ STAGES = [
     ("Replay guard (Redis SET NX)", "replay_guard_claim", "partners/guards.py"),
     ("Rate limit (Redis ADD/INCR)", "rate_limit_hit", "partners/guards.py"),
     ("Secret decryption (Fernet) for the signature check", "credential_secret", "partners/services.py"),
+    ("Secret from the snapshot for the signature check", "credential_secret_cached", "partners/services.py"),
     ("Credential lookup query", "credential_for_key", "partners/selectors.py"),
     ("Signature check: rest of authenticate()", "authenticate", "partners/authentication.py"),
     ("Input validation (PurchaseInputSerializer)", "is_valid", "rest_framework/serializers.py"),

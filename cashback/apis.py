@@ -1,6 +1,10 @@
 """Partner API: record a purchase, read one, list them (API.md "Endpoints")."""
 
+import re
+
 from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from django.utils import timezone
@@ -64,6 +68,57 @@ class PurchaseInputSerializer(serializers.Serializer):
             wallet=data["wallet"],
             email=(data.get("email") or "").lower(),
         )
+
+
+def purchase_input(data: dict) -> services.Purchase:
+    """The purchase a request body holds, or ValidationFailed in the documented shape.
+
+    A valid body, the usual case, is read directly with the serializer's own rules (each field's
+    parse function, CharField's trimming and refusals, Django's e-mail validator). Anything that
+    reading is not sure of goes through PurchaseInputSerializer, which decides and words the
+    errors: building a serializer costs more than the rest of the reading. `test_api` checks that
+    both give the same purchase for every input the direct reading accepts.
+    """
+    purchase = _purchase_read(data)
+    if purchase is None:
+        serializer = PurchaseInputSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        purchase = serializer.to_purchase()
+    return purchase
+
+
+def _purchase_read(data: dict) -> services.Purchase | None:
+    """The purchase when every field is valid, else None (the serializer then says why)."""
+    try:
+        wallet = _text(data["wallet"], max_length=16)
+        email = "" if data.get("email") is None else _text(data["email"], max_length=254, blank=True)
+        if wallet is None or email is None:
+            return None
+        if email:
+            validate_email(email)
+        return services.Purchase(
+            partner_ref=validation.parse_partner_ref(data["partner_ref"]),
+            msisdn=validation.normalize_msisdn(data["msisdn"]),
+            quantity=validation.parse_quantity(data["quantity"]),
+            amount=validation.parse_amount(data["amount"]),
+            wallet=wallet,
+            email=email.lower(),
+        )
+    except (KeyError, ValueError, DjangoValidationError):
+        return None
+
+
+def _text(value, *, max_length: int, blank: bool = False) -> str | None:
+    """A string as DRF's CharField keeps it (trimmed), or None where the field might refuse it."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if (not value and not blank) or len(value) > max_length or REFUSED_CHARACTERS.search(value):
+        return None
+    return value
+
+
+REFUSED_CHARACTERS = re.compile(r"[\x00\ud800-\udfff]")  # DRF's CharField: null and surrogate characters
 
 
 # drf-spectacular reads these; the custom fields above are documented as strings/integers.
@@ -219,9 +274,7 @@ class CashbackCollectionApi(APIView):
     def post(self, request):
         if not isinstance(request.data, dict):
             raise ValidationFailed.for_field("body", "Must be a JSON object.")
-        serializer = PurchaseInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        txn, created = services.transaction_record(partner=request.user, purchase=serializer.to_purchase())
+        txn, created = services.transaction_record(partner=request.user, purchase=purchase_input(request.data))
         return Response(transaction_document(txn), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(

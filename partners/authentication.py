@@ -45,7 +45,7 @@ class SignedRequestAuthentication(BaseAuthentication):
                 f"X-Cezbek-Timestamp is more than {settings.CEZBEK_SIGNATURE_MAX_SKEW_SECONDS} s away from server time."
             )
         expected = signing.sign(
-            secret=services.credential_secret(credential=credential),
+            secret=services.credential_secret_cached(credential=credential),
             method=request.method,
             path=request.get_full_path(),
             timestamp=timestamp,

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from cezbek import crypto
 from cezbek.errors import NotFound
+from cezbek.snapshots import cached
 from partners.models import Partner, PartnerCredential
 
 logger = logging.getLogger("cezbek.partners")
@@ -50,3 +51,10 @@ def credential_revoke(*, partner: Partner, key_id: str) -> PartnerCredential:
 def credential_secret(*, credential: PartnerCredential) -> str:
     """The clear secret of a stored credential (for verifying and for signing webhooks)."""
     return crypto.decrypt(credential.secret_encrypted)
+
+
+def credential_secret_cached(*, credential: PartnerCredential) -> str:
+    """The clear secret, decrypted once per process and kept in the configuration snapshot with
+    the credential itself (`partners.selectors.credential_for_key`): any credential or partner
+    change, a revocation included, drops both. Every signed request needs it."""
+    return cached(f"credential-secret:{credential.pk}:{credential.secret_encrypted}", lambda: credential_secret(credential=credential))
