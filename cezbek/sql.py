@@ -6,7 +6,10 @@ decimals, JSON) applied exactly as `Model.save()` would — without the compilat
 sent: use them only for models that have no receivers.
 """
 
+import functools
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 
 from django.db import connection
 from django.db.models import Model
@@ -15,9 +18,8 @@ from django.db.models import Model
 def insert(instance: Model) -> Model:
     """INSERTs a new instance and sets its primary key (like `Model.objects.create`)."""
     head, values = insert_parts(instance)
-    sql = f"{head} VALUES ({', '.join(['%s'] * len(values))}) RETURNING {connection.ops.quote_name(instance._meta.pk.column)}"
     with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(f"{head} {_values_clause(type(instance))} RETURNING {_pk_column(type(instance))}", values)
         saved(instance, cursor.fetchone()[0])
     return instance
 
@@ -26,7 +28,13 @@ def insert_ignore_parts(instance: Model) -> tuple[str, list]:
     """An INSERT of a new instance that does nothing when it would break a unique constraint, and
     its parameters."""
     head, values = insert_parts(instance)
-    return f"{head} VALUES ({', '.join(['%s'] * len(values))}) ON CONFLICT DO NOTHING", values
+    return f"{head} {_values_clause(type(instance))} ON CONFLICT DO NOTHING", values
+
+
+def insert_parts(instance: Model) -> tuple[str, list]:
+    """`INSERT INTO table (columns)` for a new instance, and its column values in that order."""
+    head, fields = _insert_head(type(instance))
+    return head, _values(instance, fields, add=True)
 
 
 def run_together(statements: list[tuple[str, list]]) -> list[list[tuple]]:
@@ -47,15 +55,6 @@ def run_together(statements: list[tuple[str, list]]) -> list[list[tuple]]:
     return results
 
 
-def insert_parts(instance: Model) -> tuple[str, list]:
-    """`INSERT INTO table (columns)` for a new instance, and its column values in that order."""
-    meta = instance._meta
-    qn = connection.ops.quote_name
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    return f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)})", values
-
-
 def saved(instance: Model, pk) -> None:
     """Marks an instance inserted by hand as saved, with its new primary key."""
     instance.pk = pk
@@ -71,12 +70,8 @@ def update(instance: Model, fields: list[str]) -> None:
 
 def update_parts(instance: Model, fields: list[str]) -> tuple[str, list]:
     """The UPDATE statement of some fields of a saved instance, and its parameters."""
-    meta = instance._meta
-    qn = connection.ops.quote_name
-    targets = [meta.get_field(name) for name in fields]
-    values = [f.get_db_prep_save(f.pre_save(instance, False), connection) for f in targets]
-    sql = f"UPDATE {qn(meta.db_table)} SET {', '.join(f'{qn(f.column)} = %s' for f in targets)} WHERE {qn(meta.pk.column)} = %s"
-    return sql, [*values, instance.pk]
+    text, targets = _update_head(type(instance), tuple(fields))
+    return text, [*_values(instance, targets, add=False), instance.pk]
 
 
 @dataclass
@@ -103,31 +98,19 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
         for instance, fields in updates:
             update(instance, fields)
         return
-    qn = connection.ops.quote_name
-    names = {id(row.instance): f"r{n}" for n, row in enumerate(rows)}
-    clauses, params = [], []
-    for row in rows:
-        meta = row.instance._meta
-        fields = [f for f in meta.concrete_fields if not f.primary_key]
-        slots = []
-        for f in fields:
-            target = row.links.get(f.attname)
-            if target is None:
-                slots.append("%s")
-                params.append(f.get_db_prep_save(f.pre_save(row.instance, True), connection))
-            else:
-                slots.append(f"(SELECT {qn(target._meta.pk.column)} FROM {names[id(target)]})")
-        clauses.append(
-            f"{names[id(row.instance)]} AS (INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
-            f"VALUES ({', '.join(slots)}) RETURNING {qn(meta.pk.column)})"
-        )
-    for n, (instance, fields) in enumerate(updates):
-        text, values = update_parts(instance, fields)
-        clauses.append(f"u{n} AS ({text})")
-        params.extend(values)
-    ids = ", ".join(f"(SELECT {qn(row.instance._meta.pk.column)} FROM {names[id(row.instance)]})" for row in rows)
+    position = {id(row.instance): n for n, row in enumerate(rows)}
+    shape = (
+        tuple((type(row.instance), tuple((attname, position[id(target)]) for attname, target in row.links.items())) for row in rows),
+        tuple((type(instance), tuple(fields)) for instance, fields in updates),
+    )
+    text, row_fields, update_fields = _chain_statement(shape)
+    params = []
+    for row, fields in zip(rows, row_fields, strict=True):
+        params.extend(_values(row.instance, fields, add=True))
+    for (instance, _), fields in zip(updates, update_fields, strict=True):
+        params.extend([*_values(instance, fields, add=False), instance.pk])
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(clauses)} SELECT {ids}", params)
+        cursor.execute(text, params)
         new_ids = cursor.fetchone()
     for row, pk in zip(rows, new_ids, strict=True):
         saved(row.instance, pk)
@@ -143,3 +126,92 @@ def _link(row: Row) -> None:
         setattr(row.instance, attname, target.pk)
         if held:
             relation.set_cached_value(row.instance, target)
+
+
+# The statements' texts depend only on the models (and a chain's shape): built once per process.
+
+
+def _values(instance: Model, fields, *, add: bool) -> list:
+    """Each field's value as `save()` would send it: `pre_save`, then `get_db_prep_save` — except
+    where the driver sends the same SQL literal without it (on PostgreSQL: None, and a value of the
+    field's own plain type, an aware datetime for a DateTimeField), which a purchase's seventy-odd
+    values mostly are. `cezbek/tests/test_sql.py` holds the two equal."""
+    values = []
+    for f in fields:
+        value = f.pre_save(instance, add)
+        plain = _plain_type(f)
+        if value is not None and (plain is None or type(value) is not plain or (plain is datetime and value.tzinfo is None)):
+            value = f.get_db_prep_save(value, connection)
+        values.append(value)
+    return values
+
+
+PLAIN_TYPES = {
+    "AutoField": int, "BigAutoField": int, "IntegerField": int, "BigIntegerField": int, "SmallIntegerField": int,
+    "PositiveIntegerField": int, "PositiveBigIntegerField": int, "PositiveSmallIntegerField": int,
+    "CharField": str, "TextField": str, "BooleanField": bool, "DecimalField": Decimal, "DateTimeField": datetime,
+}
+
+
+@functools.cache
+def _plain_type(f) -> type | None:
+    """The type whose values `f.get_db_prep_save` returns unchanged on PostgreSQL, if any: Django's
+    own field classes only (a custom field may prepare its values in its own way)."""
+    if connection.vendor != "postgresql":
+        return None
+    target = f.target_field if f.is_relation else f  # a foreign key's column holds its target's values
+    if not all(type(x).__module__.startswith("django.db.models.") for x in (f, target)):
+        return None
+    return PLAIN_TYPES.get(target.get_internal_type())
+
+
+@functools.cache
+def _pk_column(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.pk.column)
+
+
+@functools.cache
+def _insert_head(model: type[Model]) -> tuple[str, tuple]:
+    qn = connection.ops.quote_name
+    fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
+    return f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)})", fields
+
+
+@functools.cache
+def _values_clause(model: type[Model]) -> str:
+    return f"VALUES ({', '.join(['%s'] * len(_insert_head(model)[1]))})"
+
+
+@functools.cache
+def _update_head(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple]:
+    qn = connection.ops.quote_name
+    targets = tuple(model._meta.get_field(name) for name in names)
+    columns = ", ".join(f"{qn(f.column)} = %s" for f in targets)
+    return f"UPDATE {qn(model._meta.db_table)} SET {columns} WHERE {_pk_column(model)} = %s", targets
+
+
+@functools.lru_cache(maxsize=64)
+def _chain_statement(shape) -> tuple[str, list[tuple], list[tuple]]:
+    """The `insert_chain` statement for rows and updates of this shape, with the fields whose
+    values are its parameters, row by row and update by update."""
+    qn = connection.ops.quote_name
+    row_shapes, update_shapes = shape
+    clauses, row_fields, update_fields = [], [], []
+    for n, (model, links) in enumerate(row_shapes):
+        linked = dict(links)
+        fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+        slots = [
+            "%s" if f.attname not in linked else f"(SELECT {_pk_column(row_shapes[linked[f.attname]][0])} FROM r{linked[f.attname]})"
+            for f in fields
+        ]
+        clauses.append(
+            f"r{n} AS (INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(slots)}) RETURNING {_pk_column(model)})"
+        )
+        row_fields.append(tuple(f for f in fields if f.attname not in linked))
+    for n, (model, names) in enumerate(update_shapes):
+        text, targets = _update_head(model, names)
+        clauses.append(f"u{n} AS ({text})")
+        update_fields.append(targets)
+    ids = ", ".join(f"(SELECT {_pk_column(model)} FROM r{n})" for n, (model, _) in enumerate(row_shapes))
+    return f"WITH {', '.join(clauses)} SELECT {ids}", row_fields, update_fields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -114,41 +115,49 @@ def loyalty_states_lock(*, partner_id: int, msisdns: list[str]) -> dict[str, Loy
 
 
 def loyalty_states_lock_sql(*, partner_id: int, msisdns: list[str]) -> tuple[str, list]:
-    """The statement of `loyalty_states_lock`, and its parameters.
+    """The statement of `loyalty_states_lock`, and its parameters."""
+    return _states_lock_sql(len(msisdns)), [partner_id, *msisdns]
 
-    The rows alone: with a JOIN, PostgreSQL re-checks the join after waiting for the lock, and a
+
+@functools.lru_cache(maxsize=32)
+def _states_lock_sql(count: int) -> str:
+    """The rows alone: with a JOIN, PostgreSQL re-checks the join after waiting for the lock, and a
     row whose tier a concurrent purchase just changed would silently drop out. Hand-written
-    because it runs on every purchase and the ORM's compilation cost more than the query.
-    """
+    because it runs on every purchase and the ORM's compilation cost more than the query."""
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     table = connection.ops.quote_name(LoyaltyState._meta.db_table)
     columns = ", ".join(f"{table}.{connection.ops.quote_name(c)}" for c in STATE_COLUMNS)
     return (
-        f"SELECT {columns} FROM {table} WHERE {table}.\"partner_id\" = %s AND {table}.\"msisdn\" IN ({', '.join(['%s'] * len(msisdns))}) "
-        f"ORDER BY {table}.\"msisdn\"{lock}",
-        [partner_id, *msisdns],
+        f"SELECT {columns} FROM {table} WHERE {table}.\"partner_id\" = %s AND {table}.\"msisdn\" IN ({', '.join(['%s'] * count)}) "
+        f"ORDER BY {table}.\"msisdn\"{lock}"
     )
 
 
 def loyalty_states_read(rows) -> dict[str, LoyaltyState]:
     """Saved instances of the rows `loyalty_states_lock_sql` selects, by MSISDN."""
-    table = LoyaltyState._meta.db_table
-    # The backend's converters (SQLite returns dates as text; PostgreSQL needs none).
+    converting = _state_converters()
+    states = {}
+    for row in rows:
+        if converting:
+            row = list(row)
+            for index, column, converters in converting:
+                for convert in converters:
+                    row[index] = convert(row[index], column, connection)
+        state = LoyaltyState.from_db(connection.alias, STATE_COLUMNS, row)
+        states[state.msisdn] = state
+    return states
+
+
+@functools.cache
+def _state_converters() -> list[tuple]:
+    """The backend's converters of the state's columns (SQLite returns dates as text; PostgreSQL needs none)."""
     converting = []
     for index, name in enumerate(STATE_COLUMNS):
-        column = LoyaltyState._meta.get_field(name).get_col(table)
+        column = LoyaltyState._meta.get_field(name).get_col(LoyaltyState._meta.db_table)
         converters = connection.ops.get_db_converters(column)
         if converters:
             converting.append((index, column, converters))
-    states = {}
-    for row in rows:
-        values = list(row)
-        for index, column, converters in converting:
-            for convert in converters:
-                values[index] = convert(values[index], column, connection)
-        state = LoyaltyState.from_db(connection.alias, STATE_COLUMNS, values)
-        states[state.msisdn] = state
-    return states
+    return converting
 
 
 def loyalty_plan_writes(*, plan: PurchasePlan, transaction) -> tuple[list[sql.Row], tuple[LoyaltyState, list[str]]]:

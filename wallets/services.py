@@ -175,7 +175,8 @@ def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = Fals
     else:
         task, kwargs = payout_deliver, None
     try:
-        task.apply_async((payout_id,), kwargs, countdown=countdown or None)
+        # argsrepr/kwargsrepr given: Celery would otherwise format them with saferepr on every purchase.
+        task.apply_async((payout_id,), kwargs, countdown=countdown or None, argsrepr=f"({payout_id},)", kwargsrepr=repr(kwargs or {}))
     except KombuError:
         logger.exception("could not queue payout %s; the sweeper will pick it up", payout_id)
 

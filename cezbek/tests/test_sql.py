@@ -1,0 +1,75 @@
+"""cezbek.sql: the hot paths' hand-written writes must store what the ORM would."""
+
+from datetime import datetime, timezone as dt_timezone
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from cashback.models import Transaction
+from cezbek import sql
+from loyalty.models import JourneyEntry, LoyaltyState
+from wallets.models import Payout, PayoutEvent
+
+MOMENT = datetime(2026, 11, 22, 10, 30, tzinfo=dt_timezone.utc)
+
+
+def _instances(partner, wallets, ladder):
+    partner, tier = partner[0], ladder["BRONZE"]  # the fixture: (partner, credential)
+    txn = Transaction(
+        kezbek_ref="KZSQLTEST0000000000000000", partner=partner, partner_ref="sql-1", msisdn="628118770510", email="",
+        quantity=2, amount=Decimal("750000.00"), wallet=wallets["LSAJA"], cashback=Decimal("7500.00"), reward=Decimal("0.00"),
+        total=Decimal("7500.00"), tier=tier, tier_count=1, tier_expires_at=None, created_at=MOMENT,
+    )
+    payout = Payout(transaction=txn, wallet=wallets["LSAJA"], msisdn="628118770510", amount=Decimal("7500.00"),
+                    status=Payout.Status.PENDING, flags=[], created_at=MOMENT)
+    return txn, payout
+
+
+def _sent(values):
+    """What the driver sends for these parameters (on PostgreSQL, client-side binding: SQL literals)."""
+    if connection.vendor != "postgresql":
+        return [repr(v) for v in values]  # no shortcut there: the very values Django prepares
+    return [connection.ops.compose_sql("%s", [v]) for v in values]
+
+
+def test_values_are_what_django_prepares(partner, wallets, ladder):
+    # the shortcut for plain values must make the driver send exactly what get_db_prep_save's would
+    # (Django wraps integers in psycopg's Int4/Int8 for their type; as literals they are the same)
+    txn, payout = _instances(partner, wallets, ladder)
+    txn.pk = 1  # as if saved: the payout's transaction_id
+    payout.transaction_id = 1
+    naive = datetime(2026, 11, 22, 10, 30)
+    event = PayoutEvent(payout_id=5, from_status="", to_status="PENDING", note="created", actor=None)
+    for instance in (txn, payout, event, Transaction(tier_expires_at=MOMENT, amount=5, quantity=True, email=7)):
+        # not auto_now(_add): their pre_save reads the clock each time
+        fields = [f for f in instance._meta.concrete_fields if not f.primary_key and not getattr(f, "auto_now", False) and not getattr(f, "auto_now_add", False)]
+        expected = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+        got = sql._values(instance, fields, add=True)
+        assert _sent(got) == _sent(expected)
+    entered = LoyaltyState(entered_at=naive)
+    field = LoyaltyState._meta.get_field("entered_at")
+    with pytest.warns(RuntimeWarning):  # a naive datetime still goes through Django (and its warning)
+        assert _sent(sql._values(entered, [field], add=True)) == _sent([field.get_db_prep_save(naive, connection)])
+
+
+def test_insert_chain_writes_linked_rows_in_one_go(partner, wallets, ladder, django_assert_num_queries):
+    txn, payout = _instances(partner, wallets, ladder)
+    event = PayoutEvent(payout_id=None, from_status="", to_status="PENDING", note="created", actor=None)
+    state = LoyaltyState.objects.create(partner=partner[0], msisdn="628118770510", tier=txn.tier, count=0, entered_at=MOMENT)
+    state.count = 1
+    entry = JourneyEntry(state=state, reason="PURCHASE", tier_before=txn.tier, tier_after=txn.tier, count=1, created_at=MOMENT)
+    rows = [sql.Row(txn), sql.Row(entry, links={"transaction_id": txn}), sql.Row(payout, links={"transaction_id": txn}),
+            sql.Row(event, links={"payout_id": payout})]
+    statements = 1 if connection.vendor == "postgresql" else 5
+    with django_assert_num_queries(statements):
+        sql.insert_chain(rows, updates=[(state, ["count", "updated_at"])])
+    stored = Payout.objects.select_related("transaction").get(pk=payout.pk)
+    assert stored.transaction.kezbek_ref == txn.kezbek_ref and stored.amount == Decimal("7500.00") and stored.created_at == MOMENT
+    assert JourneyEntry.objects.get(pk=entry.pk).transaction_id == txn.pk
+    assert PayoutEvent.objects.get(pk=event.pk).payout_id == payout.pk
+    assert LoyaltyState.objects.get(pk=state.pk).count == 1
+    # the instances know their ids, and the payout still holds its transaction without a query
+    assert payout.transaction_id == txn.pk and event.payout_id == payout.pk
+    with django_assert_num_queries(0):
+        assert payout.transaction is txn
