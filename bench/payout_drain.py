@@ -402,7 +402,7 @@ def history_create(config: dict, n: int) -> None:
 def payouts_create(config: dict, n: int, *, offset: int = 0) -> list[tuple[int, dict]]:
     """N PENDING payouts with their transactions and "created" events, in bulk; nothing queued.
 
-    Returns each payout's id with the hint a purchase's `payout_create` queues it with."""
+    Returns each payout's id with the hint a purchase's `payout_announce` queues it with."""
     from django.db import connection, transaction
     from django.utils import timezone
 

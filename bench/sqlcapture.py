@@ -12,11 +12,15 @@ distinct rows like the HTTP load does:
   * the customer's MSISDN            -> a fresh random one (new-customer script) or one from the
                                         HTTP load's customer pool (existing-customer script);
   * ids returned by INSERT ... RETURNING or read by a SELECT and used by later statements
-                                     -> \\gset variables (sequences are moved to distinctive values
-                                        before the capture so that ids can be recognised in the text);
+                                     -> \\gset variables (\\aset after a compound command; sequences
+                                        are moved to distinctive values before the capture so that
+                                        ids can be recognised in the text);
   * timestamp literals               -> now() plus the same offset from the request's "now".
 Everything else (amounts, tier ids, counts, wallet) stays as captured: same statements, same
 indexes, same constraints, same row locks.
+
+Several statements sent in one query string (cezbek.sql.run_together) are written as one pgbench
+compound command (`\\;`), so that pgbench sends them in one round trip too.
 
 Statements that only Redis sees (replay guard, rate limit, the Celery enqueue after commit) are
 not SQL and are not in the scripts. Django's CONN_HEALTH_CHECKS runs `SELECT 1` on the raw

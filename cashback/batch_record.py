@@ -1,8 +1,8 @@
 """Recording one chunk of a batch set-based: the single-purchase rules, a few statements per chunk.
 
-`transaction_record` (the API's path) spends about ten statements per purchase: a savepoint, the
-loyalty lock (and the insert of a new customer's state), the velocity lock and sum, four inserts,
-an update. A chunk holds every row of its customers (batches.chunks_plan), so here the same
+`transaction_record` (the API's path) spends four round trips per purchase (a transaction of its
+own, the lock query string, the one writing statement). Inside a batch's transaction each row
+would also need a savepoint, to survive a duplicate's failed insert. A chunk holds every row of its customers (batches.chunks_plan), so here the same
 decisions are taken row by row, in file order, in Python — with the same functions: validation,
 rule matching, cashback arithmetic, the loyalty rules, the velocity limit — while the database
 work is done once per chunk:
