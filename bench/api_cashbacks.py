@@ -73,6 +73,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/14", help="Redis URL of a DB number to flush and use")
     p.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                    help="after the measurements, sample the workers with py-spy under load for SECONDS (needs py-spy)")
+    p.add_argument("--cpu-probe", type=int, default=0, metavar="SECONDS",
+                   help="after the measurements, load a probed gunicorn for SECONDS and report the workers' thread CPU "
+                        "per function (bench/cpu_probe.py)")
     p.add_argument("--access-log", action="store_true", help="gunicorn access log on (to its log file), as the Procfile runs it")
     p.add_argument("--rev", default=None,
                    help="run the application code of this git revision (exported to bench/out/src-<sha>) "
@@ -750,14 +753,21 @@ def main() -> int:
         import profile_workers
 
         profile = profile_workers.profile(bench=sys.modules[__name__], ctx=ctx, args=args,
-                                          workers=args.profile_workers or worker_counts[0], seconds=args.profile,
+                                          workers=args.profile_workers or (worker_counts or [3])[0], seconds=args.profile,
                                           trial_no=len(worker_counts))
+
+    cpu_probe = None
+    if args.cpu_probe:
+        import cpu_probe as probe
+
+        cpu_probe = probe.run(bench=sys.modules[__name__], ctx=ctx, args=args, workers=args.profile_workers or (worker_counts or [3])[0],
+                              seconds=args.cpu_probe, trial_no=len(worker_counts) + 1)
 
     tasks = queued_tasks(args.redis)
     summary = {
         "started_utc": started.isoformat(timespec="seconds"), "code": code, "cpus": os.cpu_count(), "args": vars(args),
         "sql_statements": {"new_customer": new.sql_count, "known_customer": known.sql_count},
-        "queued_payout_tasks": tasks, "inprocess": inproc, "trials": results, "profile": profile,
+        "queued_payout_tasks": tasks, "inprocess": inproc, "trials": results, "profile": profile, "cpu_probe": cpu_probe,
     }
     result_file = OUT / f"results-{run_id}.json"
     result_file.write_text(json.dumps(summary, indent=2, default=str))

@@ -8,3 +8,30 @@ backlog = 2048
 loglevel = "warning"
 errorlog = "-"
 accesslog = None
+
+
+# `api_cashbacks.py --cpu-probe`: thread CPU per function in every worker (bench/cpu_probe.py).
+def post_worker_init(worker):
+    import os
+
+    if os.environ.get("CEZBEK_BENCH_CPU_PROBE_DIR"):
+        _cpu_probe().install()
+
+
+def worker_exit(server, worker):
+    import os
+
+    if os.environ.get("CEZBEK_BENCH_CPU_PROBE_DIR"):
+        _cpu_probe().dump()
+
+
+def _cpu_probe():
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parent)
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import cpu_probe
+
+    return cpu_probe
