@@ -76,8 +76,9 @@ def purchase_input(data: dict) -> services.Purchase:
     A valid body, the usual case, is read directly with the serializer's own rules (each field's
     parse function, CharField's trimming and refusals, Django's e-mail validator). Anything that
     reading is not sure of goes through PurchaseInputSerializer, which decides and words the
-    errors: building a serializer costs more than the rest of the reading. `test_api` checks that
-    both give the same purchase for every input the direct reading accepts.
+    errors: building a serializer costs more than the rest of the reading.
+    `cashback/tests/test_purchase_input.py` checks that both give the same purchase for every input
+    the direct reading accepts.
     """
     purchase = _purchase_read(data)
     if purchase is None:

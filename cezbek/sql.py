@@ -24,11 +24,12 @@ def insert(instance: Model) -> Model:
     return instance
 
 
-def insert_ignore_parts(instance: Model) -> tuple[str, list]:
-    """An INSERT of a new instance that does nothing when it would break a unique constraint, and
-    its parameters."""
+def insert_ignore_parts(instance: Model, *, unique: tuple[str, ...]) -> tuple[str, list]:
+    """An INSERT of a new instance that does nothing when a row with the same `unique` columns
+    exists (they must carry a unique constraint), and its parameters."""
     head, values = insert_parts(instance)
-    return f"{head} {_values_clause(type(instance))} ON CONFLICT DO NOTHING", values
+    target = ", ".join(connection.ops.quote_name(column) for column in unique)
+    return f"{head} {_values_clause(type(instance))} ON CONFLICT ({target}) DO NOTHING", values
 
 
 def insert_parts(instance: Model) -> tuple[str, list]:
@@ -134,13 +135,18 @@ def _link(row: Row) -> None:
 def _values(instance: Model, fields, *, add: bool) -> list:
     """Each field's value as `save()` would send it: `pre_save`, then `get_db_prep_save` — except
     where the driver sends the same SQL literal without it (on PostgreSQL: None, and a value of the
-    field's own plain type, an aware datetime for a DateTimeField), which a purchase's seventy-odd
+    field's own plain type, an aware datetime for a DateTimeField, a finite Decimal), which a purchase's seventy-odd
     values mostly are. `cezbek/tests/test_sql.py` holds the two equal."""
     values = []
     for f in fields:
         value = f.pre_save(instance, add)
         plain = _plain_type(f)
-        if value is not None and (plain is None or type(value) is not plain or (plain is datetime and value.tzinfo is None)):
+        if value is not None and (
+            plain is None
+            or type(value) is not plain
+            or (plain is datetime and value.tzinfo is None)
+            or (plain is Decimal and not value.is_finite())  # Django refuses NaN and infinities
+        ):
             value = f.get_db_prep_save(value, connection)
         values.append(value)
     return values
@@ -191,7 +197,7 @@ def _update_head(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple
 
 
 @functools.lru_cache(maxsize=64)
-def _chain_statement(shape) -> tuple[str, list[tuple], list[tuple]]:
+def _chain_statement(shape) -> tuple[str, tuple[tuple, ...], tuple[tuple, ...]]:
     """The `insert_chain` statement for rows and updates of this shape, with the fields whose
     values are its parameters, row by row and update by update."""
     qn = connection.ops.quote_name
@@ -214,4 +220,4 @@ def _chain_statement(shape) -> tuple[str, list[tuple], list[tuple]]:
         clauses.append(f"u{n} AS ({text})")
         update_fields.append(targets)
     ids = ", ".join(f"(SELECT {_pk_column(model)} FROM r{n})" for n, (model, _) in enumerate(row_shapes))
-    return f"WITH {', '.join(clauses)} SELECT {ids}", row_fields, update_fields
+    return f"WITH {', '.join(clauses)} SELECT {ids}", tuple(row_fields), tuple(update_fields)

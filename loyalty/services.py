@@ -56,7 +56,7 @@ def loyalty_state_lock(*, ladder: rules.Ladder, partner_id: int, msisdn: str, no
     Two first purchases at once: one insert wins, the other's does nothing; both then lock the row.
     """
     results = sql.run_together([
-        sql.insert_ignore_parts(loyalty_state_new(ladder=ladder, partner_id=partner_id, msisdn=msisdn, now=now)),
+        sql.insert_ignore_parts(loyalty_state_new(ladder=ladder, partner_id=partner_id, msisdn=msisdn, now=now), unique=("partner_id", "msisdn")),
         loyalty_states_lock_sql(partner_id=partner_id, msisdns=[msisdn]),
         *then,
     ])
