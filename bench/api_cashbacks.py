@@ -32,6 +32,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -780,6 +781,13 @@ def main() -> int:
         log(f"{h['workers']:>7} {h['rps']:>8.1f} {h['p50_ms']:>7.1f} {h['p99_ms']:>7.1f} {h['non2xx']:>7} {p['tps']:>11.1f} "
             f"{r['ratio']:>6.3f} {h['worker_cpu_ms_per_request']:>17.2f} {h['db_cpu_ms_per_request']:>13.2f} "
             f"{h['other_cpu_s']:>17.1f} / {p['other_cpu_s']:.1f}" + ("  INVALID: errors" if h["errors"] else ""))
+    for workers in sorted({r["http"]["workers"] for r in results}):
+        same = [r for r in results if r["http"]["workers"] == workers]
+        if len(same) > 1:
+            # The machine's speed drifts between trials: one trial's ratio pairs an HTTP phase with the
+            # pgbench phase right after it, and the median of several such pairs is the figure to quote.
+            log(f"{workers:>7} median of {len(same)} trials: {statistics.median(r['http']['rps'] for r in same):.1f} req/s, "
+                f"p99 {statistics.median(r['http']['p99_ms'] for r in same):.1f} ms, ratio {statistics.median(r['ratio'] for r in same):.3f}")
     log(f"target: ratio >= {TARGET_RATIO:.2f} and p99 < {TARGET_P99_MS:.0f} ms at {args.connections} connections "
         f"(a measurement: missing it does not fail the run)")
     log(f"no Celery worker ran: {tasks} payout tasks queued up in {args.redis} during the run (flushed now)")
