@@ -34,8 +34,7 @@ from cashback.services import Purchase, same_purchase, transaction_new
 from cezbek.errors import CezbekError, Conflict, UnknownWallet, ValidationFailed
 from loyalty import rules
 from loyalty.models import JourneyEntry, LoyaltyState
-from loyalty.selectors import ladder_current
-from loyalty.services import journey_entries, loyalty_state_new, loyalty_states_lock, standing_apply, standing_of
+from loyalty.services import journey_entries, loyalty_ladder, loyalty_state_new, loyalty_states_lock, standing_apply, standing_of
 from wallets.models import Payout, PayoutEvent
 from wallets.selectors import wallet_active
 from wallets.services import (
@@ -71,9 +70,7 @@ def chunk_record(*, rows: list[BatchRow], partner, now: datetime, purchase_of) -
     accepted, repeats = _accept(rows, partner, purchase_of)
     if not accepted:
         return []
-    ladder = ladder_current()
-    if not ladder.rungs:
-        raise CezbekError("No loyalty tiers are configured.")
+    ladder = loyalty_ladder()
     states = _states_lock(ladder, partner.pk, sorted({a.purchase.msisdn for a in accepted}), now)
     standings = {msisdn: standing_of(ladder, state) for msisdn, state in states.items()}
 

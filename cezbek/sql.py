@@ -200,20 +200,16 @@ def _update_head(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple
 def _chain_statement(shape) -> tuple[str, tuple[tuple, ...], tuple[tuple, ...]]:
     """The `insert_chain` statement for rows and updates of this shape, with the fields whose
     values are its parameters, row by row and update by update."""
-    qn = connection.ops.quote_name
     row_shapes, update_shapes = shape
     clauses, row_fields, update_fields = [], [], []
     for n, (model, links) in enumerate(row_shapes):
         linked = dict(links)
-        fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+        head, fields = _insert_head(model)
         slots = [
             "%s" if f.attname not in linked else f"(SELECT {_pk_column(row_shapes[linked[f.attname]][0])} FROM r{linked[f.attname]})"
             for f in fields
         ]
-        clauses.append(
-            f"r{n} AS (INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
-            f"VALUES ({', '.join(slots)}) RETURNING {_pk_column(model)})"
-        )
+        clauses.append(f"r{n} AS ({head} VALUES ({', '.join(slots)}) RETURNING {_pk_column(model)})")
         row_fields.append(tuple(f for f in fields if f.attname not in linked))
     for n, (model, names) in enumerate(update_shapes):
         text, targets = _update_head(model, names)
