@@ -191,6 +191,7 @@ def _publish_many(task_name: str, calls: list[tuple[tuple, dict | None, Abstract
     batch (one Redis round trip per 500 messages); the arguments are shown as given instead of being
     formatted for the message's `argsrepr`. A broker outage is logged: the sweeper finds PENDING
     payouts again, but nothing finds lost notification tasks (docs/decisions.md)."""
+    import wallets.tasks  # noqa: F401  (registers the tasks by name, in a process that has not imported them yet)
     from cezbek.celery import app
 
     if not calls:
