@@ -71,7 +71,8 @@ class PurchaseInputSerializer(serializers.Serializer):
 
 
 def purchase_input(data: dict) -> services.Purchase:
-    """The purchase a request body holds, or ValidationFailed in the documented shape.
+    """The purchase a request body holds; an invalid body raises the serializer's ValidationError,
+    which the API's exception handler renders in the documented shape.
 
     A valid body, the usual case, is read directly with the serializer's own rules (each field's
     parse function, CharField's trimming and refusals, Django's e-mail validator). Anything that

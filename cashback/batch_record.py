@@ -2,10 +2,10 @@
 
 `transaction_record` (the API's path) spends four round trips per purchase (a transaction of its
 own, the lock query string, the one writing statement). Inside a batch's transaction each row
-would also need a savepoint, to survive a duplicate's failed insert. A chunk holds every row of its customers (batches.chunks_plan), so here the same
-decisions are taken row by row, in file order, in Python — with the same functions: validation,
-rule matching, cashback arithmetic, the loyalty rules, the velocity limit — while the database
-work is done once per chunk:
+would also need a savepoint, to survive a duplicate's failed insert. A chunk holds every row of
+its customers (batches.chunks_plan), so here the same decisions are taken row by row, in file
+order, in Python — with the same functions: validation, rule matching, cashback arithmetic, the
+loyalty rules, the velocity limit — while the database work is done once per chunk:
 
 1. the chunk's existing partner_refs are read in one query, so a repeated purchase is a duplicate
    (or a conflict) without an insert that fails: no savepoint per row;

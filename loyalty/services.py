@@ -29,10 +29,6 @@ class PurchasePlan:
     steps: list[rules.Step]
     reward: Decimal
 
-    @property
-    def tier_id(self) -> int:
-        return self.after.rung.id
-
 
 def loyalty_purchase_plan(*, ladder: rules.Ladder, state: LoyaltyState, now: datetime) -> PurchasePlan:
     """What a purchase does to the customer's state, locked by `loyalty_state_lock`."""

@@ -102,11 +102,10 @@ def payout_created_note(payout: Payout, window_total: Decimal) -> str:
     """The note of a new payout's first event (`payout_held_log` logs it once the payout has an id)."""
     if payout.status != S.HELD:
         return "created"
-    note = (
+    return (
         f"held: {window_total} already paid or owed to this MSISDN in the last "
         f"{settings.CEZBEK_VELOCITY_WINDOW_SECONDS} s, over the limit of {settings.CEZBEK_VELOCITY_LIMIT} with this one"
     )
-    return note
 
 
 def payout_held_log(payout: Payout, note: str) -> None:
