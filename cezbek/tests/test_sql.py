@@ -79,3 +79,39 @@ def test_insert_chain_writes_linked_rows_in_one_go(partner, wallets, ladder, dja
     assert payout.transaction_id == txn.pk and event.payout_id == payout.pk
     with django_assert_num_queries(0):
         assert payout.transaction is txn
+
+
+def test_nulls_written_into_the_text_where_the_values_are_none():
+    text = 'INSERT INTO "t" ("a", "b", "c") VALUES (%s, %s, %s)'
+    assert sql._nulls_written(text, ()) is text
+    assert sql._nulls_written(text, (1,)) == 'INSERT INTO "t" ("a", "b", "c") VALUES (%s, NULL, %s)'
+    assert sql._nulls_written(text, (0, 2)) == 'INSERT INTO "t" ("a", "b", "c") VALUES (NULL, %s, NULL)'
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="one chain statement on PostgreSQL only")
+def test_purchase_chain_sends_few_enough_parameters_for_the_driver_to_cache_its_parsing(partner, wallets, ladder):
+    # psycopg re-parses a query with more than 50 parameters, or longer than 4096 characters, on
+    # every execution (psycopg/_queries.py); a purchase's chain keeps under that by writing its None
+    # values (about ten) as NULL.
+    from psycopg import _queries
+
+    txn, payout = _instances(partner, wallets, ladder)
+    event = PayoutEvent(payout_id=None, from_status="", to_status="PENDING", note="created", actor=None)
+    state = LoyaltyState.objects.create(partner=partner[0], msisdn="628118770510", tier=txn.tier, count=0, entered_at=MOMENT)
+    entry = JourneyEntry(state=state, reason="PURCHASE", tier_before=txn.tier, tier_after=txn.tier, count=1, created_at=MOMENT)
+    rows = [sql.Row(txn), sql.Row(entry, links={"transaction_id": txn}), sql.Row(payout, links={"transaction_id": txn}),
+            sql.Row(event, links={"payout_id": payout})]
+    sent = []
+
+    def spy(execute, text, params, many, context):
+        sent.append((text, params))
+        return execute(text, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        sql.insert_chain(rows, updates=[(state, ["tier", "count", "entered_at", "expires_at", "updated_at"])])
+    [(text, params)] = sent
+    assert None not in params and text.count("NULL") >= 8  # tier_expires_at, the payout's provider and fees, the event's actor…
+    assert len(params) <= _queries.MAX_CACHED_STATEMENT_PARAMS and len(text) <= _queries.MAX_CACHED_STATEMENT_LENGTH
+    stored = Payout.objects.get(pk=payout.pk)
+    assert stored.provider_id is None and stored.fee is None and stored.amount == Decimal("7500.00")
+    assert Transaction.objects.get(pk=txn.pk).tier_expires_at is None and LoyaltyState.objects.get(pk=state.pk).expires_at is None
