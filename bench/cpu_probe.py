@@ -48,6 +48,20 @@ TARGETS = [
     ("redis.client", "Redis", "execute_command"),
     ("redis.client", "Pipeline", "execute"),
     ("psycopg.cursor", "Cursor", "execute"),
+    # around the application's own work: the server, Django's handler and DRF's steps
+    ("gunicorn.workers.sync", "SyncWorker", "handle"),
+    ("django.core.handlers.wsgi", "WSGIRequest", "__init__"),
+    ("django.core.handlers.base", "BaseHandler", "get_response"),
+    ("django.core.handlers.base", "BaseHandler", "_get_response"),
+    ("rest_framework.views", "APIView", "initialize_request"),
+    ("rest_framework.views", "APIView", "initial"),
+    ("rest_framework.views", "APIView", "finalize_response"),
+    ("rest_framework.renderers", "JSONRenderer", "render"),
+    ("cashback.apis", "CashbackCollectionApi", "post"),
+    ("django.db.transaction", "Atomic", "__enter__"),
+    ("django.db.transaction", "Atomic", "__exit__"),
+    ("cezbek.metrics", None, "request_observe"),
+    ("logging", "Logger", "_log"),
 ]
 
 _stats: dict[str, list[int]] = {}
