@@ -34,7 +34,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
-from cezbek import sql
+from cezbek import logs, sql
+from cezbek.gathering import Gatherer
 from cezbek.errors import CezbekError, NotFound, ValidationFailed
 from wallets import selectors
 from wallets.breakers import breaker_for, breaker_priming_give, breaker_priming_take
@@ -164,12 +165,17 @@ def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = Fals
     `hint` (a new payout's wallet, amount, MSISDN and kezbek_ref) lets the worker claim it without
     reading it first; the claim checks every one of them in its WHERE clause. A new payout goes to
     the batch task (`wallets.payouts_deliver`), which delivers the payouts it gathers together.
+    With CEZBEK_PAYOUT_GATHER_SECONDS, new payouts are first gathered in this process and queued
+    several to a message, from a background thread (`NEW_PAYOUTS`), unless tasks run eagerly.
     """
     from wallets.tasks import payout_deliver, payout_resolve, payouts_deliver
 
     if resolve:
         task, kwargs = payout_resolve, None
     elif hint:
+        if settings.CEZBEK_PAYOUT_GATHER_SECONDS > 0 and not payouts_deliver.app.conf.task_always_eager:
+            NEW_PAYOUTS.add((payout_id, hint, logs.request_id.get()))
+            return
         task, kwargs = payouts_deliver, {"hint": hint}
     else:
         task, kwargs = payout_deliver, None
@@ -178,6 +184,27 @@ def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = Fals
         task.apply_async((payout_id,), kwargs, countdown=countdown or None, argsrepr=f"({payout_id},)", kwargsrepr=repr(kwargs or {}))
     except KombuError:
         logger.exception("could not queue payout %s; the sweeper will pick it up", payout_id)
+
+
+def payouts_gathered_enqueue(gathered: list[tuple[int, dict, str | None]]) -> None:
+    """Queues new payouts gathered from several purchases (payout id, hint, request id) as one
+    message of the batch task; each keeps its own request id for the worker's log lines."""
+    from wallets.tasks import payouts_deliver
+
+    try:
+        payouts_deliver.apply_async(
+            (), {"payouts": gathered}, argsrepr="()", kwargsrepr=repr({"payouts": [payout_id for payout_id, _, _ in gathered]}),
+        )
+    except KombuError:
+        logger.exception("could not queue %d new payouts; the sweeper will pick them up", len(gathered))
+
+
+# The web process's new payouts, on their way to the broker (cezbek/gathering.py): a payout lost in
+# it (the process killed before its message was sent) is PENDING, and the sweeper queues it again.
+NEW_PAYOUTS = Gatherer(
+    payouts_gathered_enqueue, wait=settings.CEZBEK_PAYOUT_GATHER_SECONDS, most=settings.CEZBEK_PAYOUT_BATCH_SIZE,
+    name="cezbek-new-payouts",
+)
 
 
 def payouts_enqueue(*, payouts: list[tuple[int, dict]]) -> None:

@@ -19,22 +19,26 @@ def payout_deliver(payout_id: int, hint: dict | None = None) -> str | None:
     flush_interval=settings.CEZBEK_PAYOUT_BATCH_WAIT_SECONDS,
 )
 def payouts_deliver(requests) -> dict:
-    """New payouts, gathered by the worker into batches (celery-batches): one call per batch, each
-    request one `payout_enqueue(hint=…)`. Acknowledged after the batch returns (acks_late).
+    """New payouts, gathered by the worker into batches (celery-batches): one call per batch. A
+    request is one `payout_enqueue(hint=…)` (the payout id, its hint, the request id in a header)
+    or several a web process gathered (`payouts`: [payout id, hint, request id] each).
+    Acknowledged after the batch returns (acks_late).
 
     Each payout's log lines carry its own message's task id and the request id it was queued under.
     """
     from cezbek import logs
     from cezbek.tracing import HEADER
 
-    contexts = {
-        request.args[0]: {"rid": (request.request_dict or {}).get(HEADER), "task": (request.id, "wallets.payouts_deliver")}
-        for request in requests
-    }
-    return services.payouts_deliver(
-        items=[(request.args[0], request.kwargs.get("hint")) for request in requests],
-        scope=lambda payout_id: logs.task_context(**contexts[payout_id]),
-    )
+    items, contexts = [], {}
+    for request in requests:
+        task = (request.id, "wallets.payouts_deliver")
+        gathered = request.kwargs.get("payouts")
+        if gathered is None:
+            gathered = [(request.args[0], request.kwargs.get("hint"), (request.request_dict or {}).get(HEADER))]
+        for payout_id, hint, rid in gathered:
+            items.append((payout_id, hint))
+            contexts[payout_id] = {"rid": rid, "task": task}
+    return services.payouts_deliver(items=items, scope=lambda payout_id: logs.task_context(**contexts[payout_id]))
 
 
 @shared_task(name="wallets.payout_resolve")

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cezbek.celery import app as celery_app
 from wallets.models import Payout, Provider
+from wallets.services import NEW_PAYOUTS
 
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/api/v1/cashbacks"
@@ -58,6 +59,7 @@ def broker_queues():
     names = sorted(celery_app.amqp.queues)
 
     def clear():
+        NEW_PAYOUTS.flush()  # an earlier test's gathered payouts would land in the queues later
         for name in names:
             client.delete(name, *[f"{name}\x06\x16{p}" for p in (3, 6, 9)])
 
@@ -69,8 +71,9 @@ def broker_queues():
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
-def test_metrics_after_real_signed_requests(client, api, wallets, ladder, global_rule, broker_queues):
+def test_metrics_after_real_signed_requests(client, api, wallets, ladder, global_rule, broker_queues, settings):
     redis_client, queues = broker_queues
+    settings.CEZBEK_PAYOUT_GATHER_SECONDS = 0  # one message per payout, queued by its request: a known depth
     before = scrape(client)
 
     # when a partner posts four purchases, repeats one, and reads one back
