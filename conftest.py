@@ -48,6 +48,11 @@ def _clear_cache():
     else:
         cache.clear()
     yield
+    # New payouts a test's purchases handed to the web process's gatherer are queued now, in this
+    # test, not later in another test's broker queues (cezbek/gathering.py).
+    from wallets.services import NEW_PAYOUTS
+
+    NEW_PAYOUTS.flush()
 
 
 @pytest.fixture

@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 class Gatherer:
     """`add(item)` from any thread; `send(items)` is called from one background thread per process
-    with the items in the order they came, at most `most` at a time, each group sent at most `wait`
-    seconds after its first item arrived (sooner when `most` have arrived)."""
+    with the items in the order they came, at most `most` at a time. A group is sent `wait` seconds
+    after the thread takes up its first item (sooner when `most` have arrived): after it arrived,
+    or after the previous group was sent when more than `most` were waiting."""
 
     def __init__(self, send: Callable[[list], None], *, wait: float, most: int, name: str):
         self._send, self.wait, self.most, self.name = send, wait, most, name
@@ -38,13 +39,13 @@ class Gatherer:
         """A new process (or a forked child) starts empty, with fresh locks: a parent's thread may
         have held them when it forked, and its items are its own to send."""
         self._items: list = []
-        self._arrived = threading.Condition()  # guards _items and _pid
+        self._arrived = threading.Condition()  # guards _items and _thread
         self._sending = threading.Lock()  # held while a group is being sent: the exit flush waits for it
-        self._pid: int | None = None
+        self._thread: threading.Thread | None = None
 
     def add(self, item) -> None:
         with self._arrived:
-            if self._pid is None:  # first use in this process (a forked worker starts its own thread)
+            if self._thread is None or not self._thread.is_alive():  # first use in this process, or the thread died
                 self._start()
             self._items.append(item)
             if len(self._items) == 1 or len(self._items) == self.most:
@@ -63,8 +64,8 @@ class Gatherer:
         if not self._exit_flush:  # registered once: a forked child inherits its parent's registration
             atexit.register(self.flush)
             self._exit_flush = True
-        self._pid = os.getpid()
-        threading.Thread(target=self._run, name=self.name, daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         while True:

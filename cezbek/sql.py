@@ -112,7 +112,7 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
         values.extend([*_values(instance, fields, add=False), instance.pk])
     nulls = tuple(n for n, value in enumerate(values) if value is None)
     with connection.cursor() as cursor:
-        cursor.execute(_nulls_written(text, nulls), [value for value in values if value is not None])
+        cursor.execute(_nulls_written(text, nulls, len(values)), [value for value in values if value is not None])
         new_ids = cursor.fetchone()
     for row, pk in zip(rows, new_ids, strict=True):
         saved(row.instance, pk)
@@ -198,15 +198,18 @@ def _update_head(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple
 
 
 @functools.lru_cache(maxsize=256)
-def _nulls_written(text: str, nulls: tuple[int, ...]) -> str:
-    """`text` with the parameters at positions `nulls` written as NULL, as psycopg would send them.
+def _nulls_written(text: str, nulls: tuple[int, ...], count: int) -> str:
+    """`text`, whose `count` parameters are its `%s`, with those at positions `nulls` written as
+    NULL, as psycopg would send them.
 
     The driver sends the same bytes either way, but it caches its parsing of a query only for 50
     parameters or fewer: a purchase's chain has about 50 values, of which about ten are None.
     """
+    parts = text.split("%s")
+    if len(parts) != count + 1 or "%%" in text:  # a literal %s or %% would shift every parameter after it
+        raise ValueError(f"expected {count} parameter slots, not {len(parts) - 1}, and no %%: {text[:80]}…")
     if not nulls:
         return text
-    parts = text.split("%s")
     nulls = set(nulls)
     return "".join(part + ("NULL" if n in nulls else "%s") for n, part in enumerate(parts[:-1])) + parts[-1]
 

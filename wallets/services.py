@@ -459,17 +459,31 @@ def payouts_deliver(*, items: list[tuple[int, dict | None]], scope: Callable[[in
     every payout that claim could not take, goes on exactly as in `payout_deliver`, one by one:
     failover, unknown outcomes, pending, no route. Returns how many ended in each state.
 
+    This happens in rounds of at most CEZBEK_PAYOUT_BATCH_SIZE payouts, as many as there are send
+    threads: a payout is claimed (SENDING) only when a thread is there to send it at once, so the
+    sweeper's stale-SENDING check never meets one that is still waiting its turn. (A batch of
+    gathered messages holds up to 16 payouts a message.)
+
     `scope(payout_id)` is entered around each payout's own work and log lines (its request id).
     """
     scope = scope or _no_scope
+    unique: dict[int, dict | None] = {}
+    for payout_id, hint in items:
+        unique.setdefault(payout_id, hint)  # the same message twice (redelivered): the claim lets one through anyway
+    unique_items = list(unique.items())
     outcomes: Counter[str] = Counter()
-    seen: set[int] = set()
+    size = settings.CEZBEK_PAYOUT_BATCH_SIZE
+    for start in range(0, len(unique_items), size):
+        outcomes.update(_payouts_deliver_round(unique_items[start:start + size], scope))
+    return dict(+outcomes)
+
+
+def _payouts_deliver_round(items: list[tuple[int, dict | None]], scope: Callable[[int], AbstractContextManager]) -> Counter[str]:
+    """One round of `payouts_deliver`: distinct payouts, no more than there are send threads."""
+    outcomes: Counter[str] = Counter()
     singles: list[tuple[int, dict | None]] = []
     plans: list[tuple[Payout, tuple[str, list], selectors.Route, tuple | None]] = []
     for payout_id, hint in items:
-        if payout_id in seen:
-            continue  # the same message twice (redelivered): the claim lets one through anyway
-        seen.add(payout_id)
         if hint is None or connection.vendor != "postgresql":
             singles.append((payout_id, hint))
             continue
@@ -511,7 +525,7 @@ def payouts_deliver(*, items: list[tuple[int, dict | None]], scope: Callable[[in
     for payout_id, hint in singles:
         with scope(payout_id):
             outcomes[str(payout_deliver(payout_id=payout_id, hint=hint))] += 1
-    return dict(+outcomes)
+    return outcomes
 
 
 def _no_scope(payout_id: int) -> AbstractContextManager:

@@ -7,6 +7,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from cezbek.gathering import Gatherer
 
 
@@ -113,6 +115,41 @@ def test_a_failing_send_is_logged_and_the_thread_goes_on(caplog):
     assert any("could not send 1 gathered items" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_that_died_is_replaced_at_the_next_add():
+    sent = Recorder()
+
+    def send(group):
+        if group == ["fatal"]:
+            raise SystemExit  # not an Exception: it ends the thread
+        sent(group)
+
+    gatherer = Gatherer(send, wait=0.01, most=1, name="test-gatherer")
+    gatherer.add("fatal")
+    deadline = time.monotonic() + 5
+    while gatherer._thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gatherer.add("after")
+    assert sent.wait_for(1) == ["after"]
+
+
+def test_a_process_that_exits_sends_what_it_still_holds():
+    import subprocess
+    import sys
+
+    program = (
+        "from cezbek.gathering import Gatherer\n"
+        "g = Gatherer(lambda items: print(items, flush=True), wait=30, most=2, name='exit-test')\n"
+        "for n in range(5):\n"
+        "    g.add(n)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=20,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert done.returncode == 0, done.stderr
+    # the thread sent the first full group at once; the exit sent the rest, in groups of two, long before 30 s
+    assert done.stdout.splitlines() == ["[0, 1]", "[2, 3]", "[4]"]
+
+
 def test_a_forked_child_sends_its_own_items_not_its_parents():
     sent = Recorder()
     gatherer = Gatherer(sent, wait=0.5, most=16, name="test-gatherer")
@@ -133,5 +170,39 @@ def test_a_forked_child_sends_its_own_items_not_its_parents():
     with os.fdopen(read) as pipe:
         child_sent = pipe.read() if ready else "stuck"
     os.waitpid(pid, 0)
+    assert child_sent == "['child']"
+    assert sent.wait_for(1) == ["parent"]
+
+
+def test_a_child_forked_while_its_parent_sends_has_its_own_locks():
+    release, in_send = threading.Event(), threading.Event()
+    sent = Recorder()
+
+    def send(group):
+        if group == ["parent"]:
+            in_send.set()
+            release.wait(10)
+        sent(group)
+
+    gatherer = Gatherer(send, wait=0.01, most=16, name="test-gatherer")
+    gatherer.add("parent")
+    assert in_send.wait(5)  # the parent's thread holds the sending lock from here on
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            gatherer.add("child")
+            gatherer.flush()  # would wait forever on a lock held by a thread that does not exist here
+            os.write(write, repr([item for group in sent.groups for item in group]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 10)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    with os.fdopen(read) as pipe:
+        child_sent = pipe.read() if ready else "stuck"
+    os.waitpid(pid, 0)
+    release.set()
     assert child_sent == "['child']"
     assert sent.wait_for(1) == ["parent"]

@@ -83,9 +83,14 @@ def test_insert_chain_writes_linked_rows_in_one_go(partner, wallets, ladder, dja
 
 def test_nulls_written_into_the_text_where_the_values_are_none():
     text = 'INSERT INTO "t" ("a", "b", "c") VALUES (%s, %s, %s)'
-    assert sql._nulls_written(text, ()) is text
-    assert sql._nulls_written(text, (1,)) == 'INSERT INTO "t" ("a", "b", "c") VALUES (%s, NULL, %s)'
-    assert sql._nulls_written(text, (0, 2)) == 'INSERT INTO "t" ("a", "b", "c") VALUES (NULL, %s, NULL)'
+    assert sql._nulls_written(text, (), 3) is text
+    assert sql._nulls_written(text, (1,), 3) == 'INSERT INTO "t" ("a", "b", "c") VALUES (%s, NULL, %s)'
+    assert sql._nulls_written(text, (0, 2), 3) == 'INSERT INTO "t" ("a", "b", "c") VALUES (NULL, %s, NULL)'
+    # a template whose slots are not exactly its parameters is refused, not silently shifted
+    with pytest.raises(ValueError, match="expected 2 parameter slots, not 3"):
+        sql._nulls_written(text, (1,), 2)
+    with pytest.raises(ValueError):
+        sql._nulls_written('SELECT 1 WHERE "a" LIKE \'x%%\' AND "b" = %s', (), 1)
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="one chain statement on PostgreSQL only")

@@ -142,3 +142,26 @@ def test_refusals_pending_and_unknown_outcomes_in_a_batch_go_on_as_a_single_deli
     assert gopaid.status == S.MANUAL_REVIEW
     assert list(PayoutAttempt.objects.filter(payout=gopaid).values_list("outcome", flat=True)) == [O.UNKNOWN]
     assert sandbox.ledger("MTRANS") == [], "a refusal moved no money"
+
+
+def test_a_batch_larger_than_the_send_threads_is_claimed_and_sent_round_by_round(sandbox, new_payouts, published, settings, monkeypatch):
+    # gathered messages carry up to 16 payouts each: a batch of them can hold far more payouts than
+    # there are send threads, and none may sit SENDING while it waits for one (the sweeper's stale check)
+    settings.CEZBEK_PAYOUT_BATCH_SIZE = 2
+    made = new_payouts(*[("LSAJA", f"{n}0000.00") for n in range(1, 6)])
+    claims = []
+    claim_many = services._claim_many
+
+    def claim_counted(plans, scope):
+        claims.append(len(plans))
+        # when a round is claimed, the earlier rounds are done: nothing else is SENDING
+        assert not Payout.objects.filter(status=S.SENDING).exists()
+        return claim_many(plans, scope)
+
+    monkeypatch.setattr(services, "_claim_many", claim_counted)
+
+    outcomes = services.payouts_deliver(items=[(p.pk, hint) for p, hint in made] + [(made[0][0].pk, made[0][1])])
+
+    assert claims == [2, 2, 1]
+    assert outcomes == {S.SUCCEEDED: 5}
+    assert all(_credits(sandbox, p) == 1 for p, _ in made)
