@@ -35,8 +35,8 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from cezbek import logs, sql
-from cezbek.gathering import Gatherer
 from cezbek.errors import CezbekError, NotFound, ValidationFailed
+from cezbek.gathering import Gatherer
 from wallets import selectors
 from wallets.breakers import breaker_for, breaker_priming_give, breaker_priming_take
 from wallets.models import Payout, PayoutAttempt, PayoutEvent
