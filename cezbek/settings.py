@@ -361,8 +361,9 @@ CEZBEK_PAYOUT_BATCH_SIZE = envint("CEZBEK_PAYOUT_BATCH_SIZE", 16)
 CEZBEK_PAYOUT_BATCH_WAIT_SECONDS = envfloat("CEZBEK_PAYOUT_BATCH_WAIT_SECONDS", 0.05)
 # A web worker gathers the new payouts its purchases queue, for up to this long and up to
 # CEZBEK_PAYOUT_BATCH_SIZE of them, and queues them as one message (cezbek/gathering.py);
-# 0 queues each one in its own request, right after the purchase commits.
-CEZBEK_PAYOUT_GATHER_SECONDS = envfloat("CEZBEK_PAYOUT_GATHER_SECONDS", 0.05)
+# 0 queues each one in its own request, right after the purchase commits. Under load a group
+# fills up (16) before the wait ends; a quiet shop's payout waits at most this long.
+CEZBEK_PAYOUT_GATHER_SECONDS = envfloat("CEZBEK_PAYOUT_GATHER_SECONDS", 0.2)
 
 from cezbek.schedule import beat_schedule  # noqa: E402
 
