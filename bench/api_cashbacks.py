@@ -15,6 +15,9 @@ One run:
   4. runs pgbench with the captured statements, 8 clients, for the same duration, mixing the
      new- and known-customer scripts in the proportion the HTTP run had: the ceiling;
   5. prints req/s, p50, p99, non-2xx, pgbench tps, the ratio, CPU per request.
+With --slices K, steps 3 and 4 alternate: K rounds of duration/K seconds of HTTP load then
+duration/K seconds of pgbench (its known customers then come from a pool of their own), added up
+into one ratio, so that a drift in the machine's speed reaches both sides of it.
 No Celery worker runs: the payout tasks the requests enqueue just accumulate in Redis.
 Exits non-zero when the load produced errors (non-2xx, socket errors, exhausted requests) or
 pgbench failed; missing the target is a measurement, not an error.
@@ -64,6 +67,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=16, help="concurrent wrk connections (default 16)")
     p.add_argument("--workers", default="3",
                    help="gunicorn sync workers; a comma list tries each (default 3: the best of 2,3,4,6 on the 2-CPU machine)")
+    p.add_argument("--slices", type=int, default=1, metavar="K",
+                   help="split each trial into K rounds of HTTP load then pgbench, duration/K each, added up (default 1: "
+                        "all the HTTP load, then all of pgbench); on a machine whose speed drifts, both sides of the ratio "
+                        "then see the same moments")
     p.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--warmup", type=int, default=5, help="seconds of warm-up load before each measurement (default 5)")
     p.add_argument("--pgbench-clients", type=int, default=8, help="pgbench clients for the ceiling (default 8)")
@@ -473,8 +480,8 @@ class Gunicorn:
 # --- wrk and pgbench ------------------------------------------------------------------------------
 
 
-def run_wrk(wrk: str, *, port: int, seconds: int, connections: int, threads: int, requests_file: Path, key_id: str) -> dict:
-    cmd = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+def run_wrk(wrk: str, *, port: int, seconds: float, connections: int, threads: int, requests_file: Path, key_id: str) -> dict:
+    cmd = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
            "-s", str(BENCH / "wrk_replay.lua"), f"http://127.0.0.1:{port}", "--", str(requests_file), key_id, str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.stderr.strip():
@@ -487,9 +494,9 @@ def run_wrk(wrk: str, *, port: int, seconds: int, connections: int, threads: int
     return result
 
 
-def run_pgbench(pgbench: str, args, scripts: list[tuple[Path, int]], env: dict) -> dict:
+def run_pgbench(pgbench: str, args, scripts: list[tuple[Path, int]], env: dict, seconds: float | None = None) -> dict:
     cmd = [pgbench, "-n", "-M", "simple", "-c", str(args.pgbench_clients), "-j", str(min(args.pgbench_clients, os.cpu_count() or 1)),
-           "-T", str(args.duration), "-h", "127.0.0.1", "-U", "postgres"]
+           "-T", str(max(1, round(seconds or args.duration))), "-h", "127.0.0.1", "-U", "postgres"]
     for path, weight in scripts:
         cmd += ["-f", f"{path}@{max(weight, 1)}"]
     cmd.append(args.database)
@@ -559,12 +566,22 @@ def service_groups(args, g) -> dict:
 
 
 def trial(n: int, workers: int, args, ctx: dict) -> dict:
+    """One trial: the HTTP load, then pgbench with the same statements. With --slices K, K rounds of
+    an HTTP slice followed by a pgbench slice, each duration/K long, added up: both sides then see
+    the same moments of a machine whose speed drifts."""
     env, key_id, secret = ctx["env"], ctx["key_id"], ctx["secret"]
     pool_base = 1_100_000_000 + n * 1_000_000
+    # With slices, pgbench's known customers are a pool of their own: states created for it before
+    # an HTTP slice would turn the HTTP load's new customers into known ones.
+    pg_pool_base = pool_base + 500_000 if args.slices > 1 else pool_base
+    slice_s = args.duration / args.slices
     rng = random.Random(args.seed * 1000 + n)
     log(f"\n== gunicorn -w {workers} (sync), wrk -c {args.connections} -t {args.wrk_threads}, {args.duration}s "
-        f"(+{args.warmup}s warm-up); customers {msisdn_of(pool_base, 0)}..{msisdn_of(pool_base, args.customers - 1)}")
+        f"(+{args.warmup}s warm-up)" + (f" in {args.slices} slices of {slice_s:g}s, each followed by {slice_s:g}s of pgbench"
+                                         if args.slices > 1 else "")
+        + f"; customers {msisdn_of(pool_base, 0)}..{msisdn_of(pool_base, args.customers - 1)}")
     g = Gunicorn(workers, env, OUT / f"gunicorn-t{n}-w{workers}.log", access_log=args.access_log)
+    slices = []
     try:
         g.wait_ready()
         if args.wait_quiet:
@@ -575,12 +592,18 @@ def trial(n: int, workers: int, args, ctx: dict) -> dict:
             "amount": "10000.00", "wallet": "LSAJA"})
         if status != 201:
             raise RuntimeError(f"sanity request answered {status}: {body[:300]!r}")
-        warm_file, load_file = OUT / f"requests-t{n}-warmup.tsv", OUT / f"requests-t{n}.tsv"
+        if args.slices > 1:
+            ensure_pool_states(ctx["database_url"], pg_pool_base, args.customers)
+        warm_file = OUT / f"requests-t{n}-warmup.tsv"
         # Signed right before the load: timestamps must be within 300 s of the server's clock.
         write_requests(warm_file, max(args.warmup, 1) * args.expected_rate * 2, secret=secret, rng=rng,
                        prefix=f"{ctx['run_id']}-t{n}-w", pool_base=pool_base, customers=args.customers)
-        write_requests(load_file, args.duration * args.expected_rate * 2, secret=secret, rng=rng,
-                       prefix=f"{ctx['run_id']}-t{n}", pool_base=pool_base, customers=args.customers)
+        load_files = []
+        for k in range(args.slices):
+            load_files.append(OUT / (f"requests-t{n}.tsv" if args.slices == 1 else f"requests-t{n}-s{k}.tsv"))
+            write_requests(load_files[-1], int(slice_s * args.expected_rate * 2) + 1, secret=secret, rng=rng,
+                           prefix=f"{ctx['run_id']}-t{n}" + (f"-s{k}" if args.slices > 1 else ""), pool_base=pool_base,
+                           customers=args.customers)
         wrk_args = dict(port=g.port, connections=args.connections, threads=args.wrk_threads, key_id=key_id)
         if args.warmup > 0:
             warm = run_wrk(ctx["wrk"], seconds=args.warmup, requests_file=warm_file, **wrk_args)
@@ -588,27 +611,48 @@ def trial(n: int, workers: int, args, ctx: dict) -> dict:
             log(f"  warm-up: {warm['requests']} requests, errors {warm_errors}")
         else:
             warm_errors = 0
-        states_before, txns_before = pool_counts(ctx["database_url"], pool_base, args.customers)
         worker_pids_start = sorted(g.worker_pids())
-        account = CpuAccount(service_groups(args, g))
-        result = run_wrk(ctx["wrk"], seconds=args.duration, requests_file=load_file, **wrk_args)
-        cpu = account.stop("wrk")
-        worker_user_s = account.user_seconds["gunicorn workers"]
-        time.sleep(1)  # requests still in flight when wrk stopped complete on the server
-        states_after, txns_after = pool_counts(ctx["database_url"], pool_base, args.customers)
+        for k, load_file in enumerate(load_files):
+            http = http_slice(g, args, ctx, load_file, slice_s, wrk_args, pool_base)
+            if k == 0:
+                http["errors"] += warm_errors
+            pg = pg_slice(args, ctx, n, k, slice_s, http, pg_pool_base) if args.slices > 1 else None
+            slices.append((http, pg))
         worker_pids_end = sorted(g.worker_pids())
         if worker_pids_end != worker_pids_start:
             log(f"  WARNING: gunicorn workers changed during the measurement ({worker_pids_start} -> {worker_pids_end}); "
                 f"see {g.log.name}")
     finally:
         g.stop()
+    if args.slices == 1:  # the ceiling after the HTTP load, on its customers (their states created now)
+        http = slices[0][0]
+        slices = [(http, pg_slice(args, ctx, n, 0, slice_s, http, pool_base))]
+    http, pg = _added(slices, workers)
+    ratio = http["rps"] / pg["tps"] if pg["tps"] else 0.0
+    if args.slices > 1:
+        log(f"  all {args.slices} slices: HTTP {http['rps']:.1f} req/s ({http['requests']} requests), p99 {http['p99_ms']:.1f} ms "
+            f"(the worst slice's), worker CPU {http['worker_cpu_ms_per_request']:.2f} ms/request; pgbench {pg['tps']:.1f} tps")
+    log(f"  ratio: {ratio:.3f} of the ceiling (target >= {TARGET_RATIO:.2f} with p99 < {TARGET_P99_MS:.0f} ms)")
+    return {"http": http, "pgbench": {k: v for k, v in pg.items() if k != "output"}, "ratio": ratio,
+            "slices": [{"http": h, "pgbench": {k: v for k, v in p.items() if k != "output"}} for h, p in slices] if args.slices > 1 else None}
+
+
+def http_slice(g, args, ctx: dict, load_file: Path, seconds: float, wrk_args: dict, pool_base: int) -> dict:
+    """wrk for `seconds` on the running gunicorn, with the CPU of every process involved."""
+    states_before, txns_before = pool_counts(ctx["database_url"], pool_base, args.customers)
+    account = CpuAccount(service_groups(args, g))
+    result = run_wrk(ctx["wrk"], seconds=seconds, requests_file=load_file, **wrk_args)
+    cpu = account.stop("wrk")
+    worker_user_s = account.user_seconds["gunicorn workers"]
+    time.sleep(1)  # requests still in flight when wrk stopped complete on the server
+    states_after, txns_after = pool_counts(ctx["database_url"], pool_base, args.customers)
     requests = result["requests"]
     seconds = result["duration_us"] / 1e6
     # The mix of the measured window, from the database (wrk's count misses the in-flight tail).
     new_customers, stored = states_after - states_before, txns_after - txns_before
-    errors = result["non2xx"] + result["exhausted"] + sum(result["errors"][k] for k in ("connect", "read", "write", "timeout")) + warm_errors
+    errors = result["non2xx"] + result["exhausted"] + sum(result["errors"][k] for k in ("connect", "read", "write", "timeout"))
     http = {
-        "workers": workers, "requests": requests, "rps": requests / seconds, "seconds": seconds,
+        "requests": requests, "rps": requests / seconds, "seconds": seconds,
         "p50_ms": result["latency_us"]["p50"] / 1000, "p90_ms": result["latency_us"]["p90"] / 1000,
         "p99_ms": result["latency_us"]["p99"] / 1000, "mean_ms": result["latency_us"]["mean"] / 1000,
         "max_ms": result["latency_us"]["max"] / 1000,
@@ -618,7 +662,7 @@ def trial(n: int, workers: int, args, ctx: dict) -> dict:
         "worker_cpu_ms_per_request": 1000 * cpu["gunicorn workers"] / max(requests, 1),
         "db_cpu_ms_per_request": 1000 * cpu["PostgreSQL backends"] / max(requests, 1),
         "worker_user_ms_per_request": 1000 * worker_user_s / max(requests, 1),
-        "cpu_seconds": cpu, "other_cpu_s": cpu["other"], "worker_processes": len(worker_pids_end),
+        "cpu_seconds": cpu, "other_cpu_s": cpu["other"], "worker_processes": len(g.worker_pids()),
     }
     log(f"  HTTP: {http['rps']:.1f} req/s, p50 {http['p50_ms']:.1f} ms, p99 {http['p99_ms']:.1f} ms, "
         f"{requests} requests (stored {stored}, of which {new_customers} new customers), non-2xx {http['non2xx']}, socket errors "
@@ -626,31 +670,67 @@ def trial(n: int, workers: int, args, ctx: dict) -> dict:
     log("  " + cpu_line(cpu, requests, "request"))
     log(f"  gunicorn workers: {http['worker_user_ms_per_request']:.2f} ms user + "
         f"{http['worker_cpu_ms_per_request'] - http['worker_user_ms_per_request']:.2f} ms system per request")
+    return http
 
-    # The ceiling: the same statements, same mix of new and known customers.
-    ensure_pool_states(ctx["database_url"], pool_base, args.customers)
+
+def pg_slice(args, ctx: dict, n: int, k: int, seconds: float, http: dict, pool_base: int) -> dict:
+    """pgbench for `seconds`: the same statements, in the proportion of new and known customers
+    the HTTP slice `http` had; known customers from `pool_base`'s pool (states created first)."""
+    if args.slices == 1:
+        ensure_pool_states(ctx["database_url"], pool_base, args.customers)
     scripts = [
         (ctx["script_new"], http["new_customers"]),
         (write_known_script(ctx, pool_base, args.customers, n), http["known_customers"]),
     ]
-    if args.wait_quiet:
+    if args.wait_quiet and args.slices == 1:
         level = wait_quiet(args.wait_quiet)
         log(f"  machine busy before pgbench: {level:.2f} CPUs")
     account = CpuAccount(service_groups(args, None))
-    pg = run_pgbench(ctx["pgbench"], args, scripts, env)
+    pg = run_pgbench(ctx["pgbench"], args, scripts, ctx["env"], seconds=seconds)
     pg_cpu = account.stop("pgbench")
     pg["db_cpu_ms_per_txn"] = 1000 * pg_cpu["PostgreSQL backends"] / max(pg["transactions"], 1)
     pg["cpu_seconds"], pg["other_cpu_s"] = pg_cpu, pg_cpu["other"]
     pg["weights"] = {p.name: w for p, w in scripts}
-    (OUT / f"pgbench-t{n}.log").write_text(pg["command"] + "\n\n" + pg["output"])
+    (OUT / (f"pgbench-t{n}.log" if args.slices == 1 else f"pgbench-t{n}-s{k}.log")).write_text(pg["command"] + "\n\n" + pg["output"])
     if not pg["ok"]:
         log(pg["output"])
     log(f"  pgbench: {pg['tps']:.1f} tps ({args.pgbench_clients} clients, latency {pg['latency_ms']} ms, "
         f"failed {pg['failed']}); scripts {', '.join(f'{p.name}@{max(w, 1)}' for p, w in scripts)}")
     log("  " + cpu_line(pg_cpu, pg["transactions"], "transaction"))
-    ratio = http["rps"] / pg["tps"] if pg["tps"] else 0.0
-    log(f"  ratio: {ratio:.3f} of the ceiling (target >= {TARGET_RATIO:.2f} with p99 < {TARGET_P99_MS:.0f} ms)")
-    return {"http": http, "pgbench": {k: v for k, v in pg.items() if k != "output"}, "ratio": ratio}
+    return pg
+
+
+def _added(slices: list[tuple[dict, dict]], workers: int) -> tuple[dict, dict]:
+    """The slices of a trial as one measurement: rates over the summed time, CPU over the summed
+    requests and transactions; latency percentiles are the worst slice's (they do not add up)."""
+    if len(slices) == 1:
+        http, pg = slices[0]
+        return {**http, "workers": workers}, pg
+    https, pgs = [h for h, _ in slices], [p for _, p in slices]
+    requests, seconds = sum(h["requests"] for h in https), sum(h["seconds"] for h in https)
+    cpu = {key: sum(h["cpu_seconds"][key] for h in https) for key in https[0]["cpu_seconds"]}
+    worker_user = sum(h["worker_user_ms_per_request"] * h["requests"] for h in https) / 1000
+    http = {
+        "workers": workers, "requests": requests, "rps": requests / seconds, "seconds": seconds,
+        **{key: max(h[key] for h in https) for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
+        "mean_ms": sum(h["mean_ms"] * h["requests"] for h in https) / max(requests, 1),
+        **{key: sum(h[key] for h in https) for key in ("non2xx", "exhausted", "errors", "new_customers", "known_customers", "stored")},
+        "worker_cpu_ms_per_request": 1000 * cpu["gunicorn workers"] / max(requests, 1),
+        "db_cpu_ms_per_request": 1000 * cpu["PostgreSQL backends"] / max(requests, 1),
+        "worker_user_ms_per_request": 1000 * worker_user / max(requests, 1),
+        "cpu_seconds": cpu, "other_cpu_s": cpu["other"], "worker_processes": https[-1]["worker_processes"],
+    }
+    transactions = sum(p["transactions"] for p in pgs)
+    pg_seconds = sum(p["transactions"] / p["tps"] for p in pgs if p["tps"])
+    pg_cpu = {key: sum(p["cpu_seconds"][key] for p in pgs) for key in pgs[0]["cpu_seconds"]}
+    pg = {
+        "ok": all(p["ok"] for p in pgs), "tps": transactions / pg_seconds if pg_seconds else 0.0, "transactions": transactions,
+        "latency_ms": sum((p["latency_ms"] or 0) * p["transactions"] for p in pgs) / max(transactions, 1),
+        "failed": sum(p["failed"] or 0 for p in pgs), "command": pgs[0]["command"],
+        "db_cpu_ms_per_txn": 1000 * pg_cpu["PostgreSQL backends"] / max(transactions, 1),
+        "cpu_seconds": pg_cpu, "other_cpu_s": pg_cpu["other"],
+    }
+    return http, pg
 
 
 def write_known_script(ctx, pool_base: int, customers: int, n: int) -> Path:
