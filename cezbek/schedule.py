@@ -106,6 +106,14 @@ def jobs(*, sweep_interval: float | None = None) -> tuple[Job, ...]:
             description="Sends the partner webhooks whose retry is due (DOMAIN.md §6).",
         ),
         Job(
+            name="email-sweeper",
+            task="wallets.emails_send_stranded",
+            schedule=Every(600),
+            period=INTERVAL,
+            lease_seconds=600,
+            description="Queues the customer emails left PENDING without a message, e.g. by a broker outage (DOMAIN.md §6).",
+        ),
+        Job(
             name="tier-expiry",
             task="loyalty.tier_expire_due",
             schedule=At(minute="5", hour="0"),

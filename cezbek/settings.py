@@ -404,6 +404,9 @@ AWS_SES_REGION_ENDPOINT_URL = envstr("AWS_SES_REGION_ENDPOINT_URL") or None
 AWS_SES_CONFIGURATION_SET = envstr("AWS_SES_CONFIGURATION_SET") or None
 # Customer emails (wallets/notifications.py): attempts of one email before it is marked FAILED.
 CEZBEK_EMAIL_MAX_ATTEMPTS = envint("CEZBEK_EMAIL_MAX_ATTEMPTS", 5)
+# A PENDING customer email untouched this long lost its message (a broker outage at queueing);
+# the email sweeper queues it again. Longer than the longest retry back-off (1 h).
+CEZBEK_EMAIL_STRANDED_SECONDS = envint("CEZBEK_EMAIL_STRANDED_SECONDS", 7200)
 
 # --- Partner webhooks (API.md "Webhooks to partners", partners/webhooks.py) ----------------------
 CEZBEK_WEBHOOK_CONNECT_TIMEOUT = envfloat("CEZBEK_WEBHOOK_CONNECT_TIMEOUT", 3.05)

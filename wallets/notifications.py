@@ -1,8 +1,10 @@
 """What follows a payout's terminal state (DOMAIN.md §6): the partner's webhook and the customer's email.
 
-`payout_notify` runs in a task queued by `wallets.services._after_terminal` (never in the
-delivery path itself): it records the webhook delivery (partners/webhooks.py) and the email, each
-once (unique constraints), and queues their sending. A second run records and sends nothing new.
+`payout_notify` runs in a task queued by `wallets.services._after_terminal` (in the delivery path
+itself only when the broker refuses that task): it records the webhook delivery (partners/webhooks.py)
+and the email, each once (unique constraints), and queues their sending. A second run records and
+sends nothing new. What could not be queued is found again: due webhooks by their periodic job,
+PENDING emails by `emails_send_stranded`.
 
 Customer email: after SUCCEEDED, when the purchase carried an email, from the admin-editable
 `EmailTemplate`. Templates use `{placeholder}` (or `{{ placeholder }}`) and nothing else: values are
@@ -217,7 +219,26 @@ def email_enqueue(*, notification_id: int, countdown: float | None = None, retry
     try:
         payout_email_send.apply_async((notification_id,), {"retry": retry}, countdown=countdown)
     except KombuError:
-        logger.exception("could not queue email %s; it stays PENDING (the admin's 'send again' queues it)", notification_id)
+        logger.exception("could not queue email %s; it stays PENDING (wallets.emails_send_stranded or the admin's 'send again' queues it)", notification_id)
+
+
+def emails_send_stranded(*, limit: int = 500) -> int:
+    """Queues the PENDING emails nobody is coming back to: those whose queueing failed (a broker
+    outage) or whose retry message was lost. An email waiting for its retry was touched at most an
+    hour ago (`email_retry_delay`), so only those untouched for CEZBEK_EMAIL_STRANDED_SECONDS (2 h)
+    are taken. Sending claims PENDING → SENDING first, so a duplicate message sends nothing twice.
+    Returns how many were queued."""
+    from django.conf import settings
+
+    cutoff = timezone.now() - timedelta(seconds=settings.CEZBEK_EMAIL_STRANDED_SECONDS)
+    stranded = list(
+        EmailNotification.objects.filter(status=Status.PENDING, updated_at__lt=cutoff).order_by("updated_at", "id").values_list("id", "attempts")[:limit]
+    )
+    for notification_id, attempts in stranded:
+        email_enqueue(notification_id=notification_id, retry=attempts)
+    if stranded:
+        logger.warning("queued %d stranded PENDING emails", len(stranded))
+    return len(stranded)
 
 
 # Errors SES answers for a moment (throttling, its own trouble): worth another try.

@@ -212,11 +212,14 @@ def payouts_enqueue(*, payouts: list[tuple[int, dict]]) -> None:
     _publish_many("wallets.payouts_deliver", [((payout_id,), {"hint": hint}, nullcontext()) for payout_id, hint in payouts])
 
 
-def _publish_many(task_name: str, calls: list[tuple[tuple, dict | None, AbstractContextManager]]) -> None:
+def _publish_many(
+    task_name: str, calls: list[tuple[tuple, dict | None, AbstractContextManager]], *, lost: Callable[[list], None] | None = None
+) -> None:
     """Queues many calls of one task in pipelined broker writes: one producer and kombu's publish
     batch (one Redis round trip per 500 messages); the arguments are shown as given instead of being
-    formatted for the message's `argsrepr`. A broker outage is logged: the sweeper finds PENDING
-    payouts again, but nothing finds lost notification tasks (docs/decisions.md)."""
+    formatted for the message's `argsrepr`. A broker outage is logged, and `lost(calls)` runs when
+    given (which of them reached the broker is not known): the sweeper finds PENDING payouts again,
+    and notifications are recorded in this process instead (docs/decisions.md)."""
     import wallets.tasks  # noqa: F401  (registers the tasks by name, in a process that has not imported them yet)
     from cezbek.celery import app
 
@@ -232,6 +235,8 @@ def _publish_many(task_name: str, calls: list[tuple[tuple, dict | None, Abstract
                     )
     except KombuError:
         logger.exception("could not queue %d %s tasks", len(calls), task_name)
+        if lost is not None:
+            lost(calls)
 
 
 # --- the state machine's single write path ----------------------------------------------------
@@ -667,7 +672,9 @@ def _succeed_many(credited: list, scope) -> int:
                 logger.info("payout %s %s → %s credited by %s", payout.pk, S.SENDING, S.SUCCEEDED, code)
             payout.status, payout.provider_ref = S.SUCCEEDED, answer.result.provider_ref or ""
     tell = [payout_id for payout_id, anyone in moved.items() if anyone]
-    transaction.on_commit(lambda: _publish_many("wallets.payout_notify", [((payout_id,), None, scope(payout_id)) for payout_id in tell]))
+    transaction.on_commit(lambda: _publish_many(
+        "wallets.payout_notify", [((payout_id,), None, scope(payout_id)) for payout_id in tell], lost=_notify_here_all,
+    ))
     return len(moved)
 
 
@@ -843,7 +850,7 @@ def _after_terminal(payout_id: int) -> None:
     """Queues what follows a terminal state (DOMAIN.md §6): the partner webhook and the customer email.
 
     Runs on commit in the delivery path: one publish, nothing sent from here (wallets.payout_notify
-    records and sends them, once each).
+    records and sends them, once each). When the broker refuses it, they are recorded here.
     """
     from wallets.tasks import payout_notify
 
@@ -852,7 +859,25 @@ def _after_terminal(payout_id: int) -> None:
     try:
         payout_notify.apply_async((payout_id,))
     except KombuError:
-        logger.exception("could not queue the notifications of payout %s (webhook, email)", payout_id)
+        logger.exception("could not queue the notifications of payout %s (webhook, email); recording them here", payout_id)
+        _notify_here(payout_id)
+
+
+def _notify_here_all(calls: list) -> None:
+    for (payout_id,), _, _ in calls:  # (each call's context was entered for its publish already)
+        _notify_here(payout_id)
+
+
+def _notify_here(payout_id: int) -> None:
+    """The broker is down: records the payout's webhook and email in this process instead, so that
+    neither is lost. A recorded webhook is sent by the periodic `partners.webhooks_retry_due`, a
+    PENDING email by `wallets.emails_send_stranded`, once the broker is back."""
+    from wallets import notifications
+
+    try:
+        notifications.payout_notify(payout_id=payout_id)
+    except Exception:  # the payout's own outcome is committed; this must not undo the caller's work
+        logger.exception("could not record the notifications of payout %s", payout_id)
 
 
 def _anyone_to_tell(payout_id: int) -> bool:

@@ -80,6 +80,14 @@ def payout_email_send(notification_id: int, retry: int = 0) -> str | None:
     return status
 
 
+@shared_task(name="wallets.emails_send_stranded")
+def emails_send_stranded() -> int:
+    """Periodic (beat): queues the PENDING customer emails whose message never came (a broker outage)."""
+    from wallets import notifications
+
+    return notifications.emails_send_stranded()
+
+
 @shared_task(name="wallets.reward_digest_send")
 def reward_digest_send(day: str | None = None, retry_failed: bool = False) -> dict:
     """The nightly reward digest (beat): yesterday's (Asia/Jakarta) unless `day` (YYYY-MM-DD) is given."""

@@ -28,7 +28,7 @@ from reports.models import JobRun, RewardDigest, ScheduledJob, SettlementRun
 from wallets.tests.conftest import routes, sandbox, sandbox_process, wait_for  # noqa: F401 (fixtures)
 
 NAMES = [
-    "payout-sweeper", "batch-sweeper", "webhook-retries", "tier-expiry", "settlement-fetch", "reward-digest",
+    "payout-sweeper", "batch-sweeper", "webhook-retries", "email-sweeper", "tier-expiry", "settlement-fetch", "reward-digest",
     "partner-invoices-monthly",
 ]
 
@@ -61,6 +61,7 @@ def test_after_migrate_beats_table_holds_every_job_of_the_code():
         assert job.task in task.description
     assert (tasks["payout-sweeper"].interval.every, tasks["payout-sweeper"].interval.period) == (30, "seconds")
     assert tasks["webhook-retries"].interval.every == 30 and tasks["batch-sweeper"].interval.every == 60
+    assert (tasks["email-sweeper"].interval.every, tasks["email-sweeper"].interval.period) == (600, "seconds")
     invoices = tasks["partner-invoices-monthly"].crontab
     assert (invoices.minute, invoices.hour, invoices.day_of_month, str(invoices.timezone)) == ("0", "2", "1", "Asia/Jakarta")
     expiry, fetch, digest = (tasks[n].crontab for n in ("tier-expiry", "settlement-fetch", "reward-digest"))
@@ -198,7 +199,7 @@ def test_beat_reads_only_the_synced_rows_and_the_file_schedule_has_the_same_name
     assert row("reward-digest").crontab.hour == "7"
     assert not PeriodicTask.objects.filter(name="celery.backend_cleanup").exists()
     # (django-celery-beat loads crontab rows only within two hours of their time: the interval jobs are always there)
-    assert {"payout-sweeper", "webhook-retries"} <= set(scheduler.schedule) <= set(NAMES) - {"batch-sweeper"}
+    assert {"payout-sweeper", "webhook-retries", "email-sweeper"} <= set(scheduler.schedule) <= set(NAMES) - {"batch-sweeper"}
     assert {entry.task for entry in scheduler.schedule.values()} == {RUNNER_TASK}
     # celery's file scheduler (worker -B, the e2e tests): the same jobs under the same names, never two names for one
     assert list(django_settings.CELERY_BEAT_SCHEDULE) == NAMES

@@ -43,3 +43,32 @@ def test_a_customer_email_or_a_partner_webhook_queues_the_notifications(partner,
     without_email = _payout(lajada, ref="W/1")
     services._after_terminal(without_email.pk)
     assert published == [with_email.pk, without_email.pk]
+
+
+def test_when_the_broker_is_down_the_notifications_are_recorded_here(partner, wallets, ladder, global_rule, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from partners.models import WebhookDelivery
+    from wallets.models import EmailNotification, Payout
+
+    queued = []
+
+    def broker_down(*args, **kwargs):
+        queued.append(args)
+        raise OperationalError("Error 111 connecting to the broker. Connection refused.")
+
+    for task in ("payout_notify", "payout_email_send"):
+        monkeypatch.setattr(f"wallets.tasks.{task}.apply_async", broker_down)
+    monkeypatch.setattr("partners.tasks.webhook_deliver.apply_async", broker_down)
+    lajada, _ = partner
+    Partner.objects.filter(pk=lajada.pk).update(webhook_url="https://partner.example/hooks")
+    payout = _payout(lajada, ref="B/1", email="a@b.id")
+    Payout.objects.filter(pk=payout.pk).update(status=Payout.Status.SUCCEEDED)
+
+    services._after_terminal(payout.pk)
+
+    assert len(queued) == 3  # the notification task, then the webhook's and the email's: all refused
+    assert WebhookDelivery.objects.filter(payout=payout, event="payout.succeeded", state="PENDING").count() == 1
+    assert EmailNotification.objects.filter(payout=payout, status="PENDING", to="a@b.id").count() == 1
+    services._after_terminal(payout.pk)  # once more (a later terminal move): each is still recorded once
+    assert WebhookDelivery.objects.filter(payout=payout).count() == 1 and EmailNotification.objects.filter(payout=payout).count() == 1

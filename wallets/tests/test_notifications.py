@@ -8,10 +8,12 @@ read back from moto's own record of what SES accepted.
 from __future__ import annotations
 
 import email
+from datetime import timedelta
 from email import policy
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from wallets.models import EmailNotification, EmailTemplate, Payout
 from wallets.notifications import DEFAULT_TEMPLATE, SAMPLE_VALUES, TemplateProblem, render
@@ -109,6 +111,44 @@ def test_running_the_tasks_again_sends_nothing_more(ses, buy):
     assert EmailNotification.objects.count() == 1
     notification.refresh_from_db()
     assert (notification.status, notification.attempts) == ("SENT", 1)
+
+
+def test_a_broker_outage_loses_neither_the_email_nor_the_webhook(ses, buy, api, monkeypatch, settings):
+    from kombu.exceptions import OperationalError
+
+    from partners.models import Partner, WebhookDelivery
+    from partners.tasks import webhook_deliver
+    from wallets.notifications import emails_send_stranded
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to the broker. Connection refused.")
+
+    Partner.objects.update(webhook_url="https://partner.example/hooks")
+    with monkeypatch.context() as outage:
+        outage.setattr(payout_notify, "apply_async", broker_down)
+        outage.setattr(payout_email_send, "apply_async", broker_down)
+        outage.setattr(webhook_deliver, "apply_async", broker_down)
+        payout = buy()
+    payout.refresh_from_db()
+    assert payout.status == "SUCCEEDED"
+    # recorded by the process that moved the payout; the webhook's periodic job finds it due
+    delivery = WebhookDelivery.objects.get(payout=payout)
+    assert (delivery.event, delivery.state, delivery.attempts) == ("payout.succeeded", "PENDING", 0)
+    notification = EmailNotification.objects.get(payout=payout)
+    assert (notification.status, notification.attempts) == ("PENDING", 0)
+    assert sent_messages(ses) == []
+
+    # the broker is back; a PENDING email is left alone while it may still be waiting for a retry
+    assert emails_send_stranded() == 0
+    EmailNotification.objects.filter(pk=notification.pk).update(
+        updated_at=timezone.now() - timedelta(seconds=settings.CEZBEK_EMAIL_STRANDED_SECONDS + 1)
+    )
+    assert emails_send_stranded() == 1
+    [(row, message)] = sent_messages(ses)
+    assert message["To"] == "budi@example.co.id"
+    notification.refresh_from_db()
+    assert (notification.status, notification.attempts, notification.provider_message_id) == ("SENT", 1, row["id"])
+    assert emails_send_stranded() == 0 and len(sent_messages(ses)) == 1
 
 
 def test_no_email_when_the_purchase_had_none(ses, buy):

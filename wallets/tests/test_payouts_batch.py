@@ -47,7 +47,7 @@ def new_payouts(partner, ladder, routes, breakers_closed):
 def published(monkeypatch):
     """What the batch queues after commit: (task name, calls)."""
     sent = []
-    monkeypatch.setattr(services, "_publish_many", lambda name, calls: sent.append((name, [call[:2] for call in calls])))
+    monkeypatch.setattr(services, "_publish_many", lambda name, calls, **_: sent.append((name, [call[:2] for call in calls])))
     return sent
 
 
