@@ -405,8 +405,9 @@ AWS_SES_CONFIGURATION_SET = envstr("AWS_SES_CONFIGURATION_SET") or None
 # Customer emails (wallets/notifications.py): attempts of one email before it is marked FAILED.
 CEZBEK_EMAIL_MAX_ATTEMPTS = envint("CEZBEK_EMAIL_MAX_ATTEMPTS", 5)
 # A PENDING customer email untouched this long lost its message (a broker outage at queueing);
-# the email sweeper queues it again. Longer than the longest retry back-off (1 h).
-CEZBEK_EMAIL_STRANDED_SECONDS = envint("CEZBEK_EMAIL_STRANDED_SECONDS", 7200)
+# the email sweeper queues it again. Longer than the longest retry back-off (1 h) plus the time a
+# message held by a dead worker takes to come back (CELERY_VISIBILITY_TIMEOUT, 2 h).
+CEZBEK_EMAIL_STRANDED_SECONDS = envint("CEZBEK_EMAIL_STRANDED_SECONDS", 4 * 3600)
 
 # --- Partner webhooks (API.md "Webhooks to partners", partners/webhooks.py) ----------------------
 CEZBEK_WEBHOOK_CONNECT_TIMEOUT = envfloat("CEZBEK_WEBHOOK_CONNECT_TIMEOUT", 3.05)

@@ -227,7 +227,7 @@ class EmailNotification(models.Model):
     class Meta:
         ordering = ["-id"]
         # The email sweeper's question (PENDING, untouched for hours): only PENDING rows are in it.
-        indexes = [models.Index(fields=["updated_at"], condition=models.Q(status="PENDING"), name="email_pending_since")]
+        indexes = [models.Index(fields=["updated_at", "id"], condition=models.Q(status="PENDING"), name="email_pending_since")]
 
     def __str__(self) -> str:
         return f"email for payout {self.payout_id} ({self.status})"

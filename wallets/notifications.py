@@ -171,11 +171,12 @@ def placeholder_values(*, payout: Payout) -> dict[str, str]:
 # --- after a terminal state --------------------------------------------------------------------
 
 
-def payout_notify(*, payout_id: int) -> dict[str, object]:
+def payout_notify(*, payout_id: int, enqueue: bool = True) -> dict[str, object]:
     """Records (once) and queues the partner webhook and the customer email for the payout's current state.
 
     The state is read now: a state the payout already left (an operator retried a FAILED one) is
-    not announced; the state it reaches next is.
+    not announced; the state it reaches next is. With `enqueue=False` (the broker is down) they are
+    only recorded: the webhook's periodic job and the email sweeper send them.
     """
     from partners.webhooks import webhook_enqueue, webhook_record
 
@@ -190,12 +191,12 @@ def payout_notify(*, payout_id: int) -> dict[str, object]:
     delivery = webhook_record(payout=payout)
     if delivery is not None:
         done["webhook"] = delivery.pk
-        if delivery.state == delivery.State.PENDING and delivery.attempts == 0:
+        if enqueue and delivery.state == delivery.State.PENDING and delivery.attempts == 0:
             webhook_enqueue(delivery_id=delivery.pk)
     notification = email_record(payout=payout)
     if notification is not None:
         done["email"] = notification.pk
-        if notification.status == Status.PENDING:
+        if enqueue and notification.status == Status.PENDING:
             email_enqueue(notification_id=notification.pk)
     return done
 
@@ -224,21 +225,38 @@ def email_enqueue(*, notification_id: int, countdown: float | None = None, retry
 
 def emails_send_stranded(*, limit: int = 500) -> int:
     """Queues the PENDING emails nobody is coming back to: those whose queueing failed (a broker
-    outage) or whose retry message was lost. An email waiting for its retry was touched at most an
-    hour ago (`email_retry_delay`), so only those untouched for CEZBEK_EMAIL_STRANDED_SECONDS (2 h)
-    are taken. Sending claims PENDING → SENDING first, so a duplicate message sends nothing twice.
-    Returns how many were queued."""
+    outage) or whose retry message was lost. Returns how many it queued.
+
+    An email waiting for a retry was touched at most an hour ago (`email_retry_delay`), and a retry
+    message held by a worker that died comes back after the broker's visibility timeout (2 h): only
+    emails untouched for CEZBEK_EMAIL_STRANDED_SECONDS (4 h) are taken, and none older than
+    STRANDED_EMAIL_MAX_AGE (a customer told days late is told by an operator's "send again", not by
+    this). Each is claimed by touching it before its message is queued, so the next run leaves it
+    alone while that message waits; sending claims PENDING → SENDING, so nothing is sent twice.
+    """
     from django.conf import settings
 
-    cutoff = timezone.now() - timedelta(seconds=settings.CEZBEK_EMAIL_STRANDED_SECONDS)
-    stranded = list(
-        EmailNotification.objects.filter(status=Status.PENDING, updated_at__lt=cutoff).order_by("updated_at", "id").values_list("id", "attempts")[:limit]
+    now = timezone.now()
+    stranded = EmailNotification.objects.filter(
+        status=Status.PENDING,
+        updated_at__lt=now - timedelta(seconds=settings.CEZBEK_EMAIL_STRANDED_SECONDS),
+        created_at__gt=now - STRANDED_EMAIL_MAX_AGE,
     )
-    for notification_id, attempts in stranded:
+    ids = list(stranded.order_by("updated_at", "id").values_list("id", flat=True)[:limit])
+    with transaction.atomic():
+        claimed = list(
+            stranded.filter(pk__in=ids).select_for_update(skip_locked=True).order_by("id").values_list("id", "attempts")
+        )
+        EmailNotification.objects.filter(pk__in=[pk for pk, _ in claimed]).update(updated_at=now)
+    for notification_id, attempts in claimed:
         email_enqueue(notification_id=notification_id, retry=attempts)
-    if stranded:
-        logger.warning("queued %d stranded PENDING emails", len(stranded))
-    return len(stranded)
+    if claimed:
+        logger.warning("queued %d stranded PENDING emails", len(claimed))
+    return len(claimed)
+
+
+# Older PENDING emails are left to an operator (the admin's "send again").
+STRANDED_EMAIL_MAX_AGE = timedelta(days=3)
 
 
 # Errors SES answers for a moment (throttling, its own trouble): worth another try.

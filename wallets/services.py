@@ -864,19 +864,19 @@ def _after_terminal(payout_id: int) -> None:
 
 
 def _notify_here_all(calls: list) -> None:
-    for (payout_id,), _, _ in calls:  # (each call's context was entered for its publish already)
+    for (payout_id,), _, _ in calls:  # (the calls' contexts are single-use: not entered again)
         _notify_here(payout_id)
 
 
 def _notify_here(payout_id: int) -> None:
     """The broker is down: records the payout's webhook and email in this process instead, so that
-    neither is lost. A recorded webhook is sent by the periodic `partners.webhooks_retry_due`, a
-    PENDING email by `wallets.emails_send_stranded`, once the broker is back."""
+    neither is lost, without trying that broker again. A recorded webhook is sent by the periodic
+    `partners.webhooks_retry_due`, a PENDING email by `wallets.emails_send_stranded`."""
     from wallets import notifications
 
     try:
-        notifications.payout_notify(payout_id=payout_id)
-    except Exception:  # the payout's own outcome is committed; this must not undo the caller's work
+        notifications.payout_notify(payout_id=payout_id, enqueue=False)
+    except Exception:  # the payout's own outcome is committed; the next payout's must be recorded too
         logger.exception("could not record the notifications of payout %s", payout_id)
 
 

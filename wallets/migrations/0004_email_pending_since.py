@@ -12,6 +12,6 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddIndex(
             model_name='emailnotification',
-            index=models.Index(condition=models.Q(('status', 'PENDING')), fields=['updated_at'], name='email_pending_since'),
+            index=models.Index(condition=models.Q(('status', 'PENDING')), fields=['updated_at', 'id'], name='email_pending_since'),
         ),
     ]
