@@ -1,4 +1,5 @@
-"""Finance's admin: settlement files in, reconciliation runs and their lines, partner invoices out (DOMAIN.md §7).
+"""Finance's admin: settlement files in, reconciliation runs and their lines, partner invoices out (DOMAIN.md §7);
+and, for everyone on staff, what the periodic jobs did and the nightly reward digests sent.
 
 Runs, lines and invoices are evidence and are read-only here. Importing a settlement file needs
 `reports.add_settlementrun` (finance); looking needs the view permissions; sending an invoice again
@@ -20,7 +21,7 @@ from django.utils.html import format_html
 from cashback.admin import ReadOnlyAdmin
 from cezbek.errors import CezbekError
 from reports import selectors
-from reports.models import Invoice, SettlementLine, SettlementRun
+from reports.models import Invoice, JobRun, RewardDigest, SettlementLine, SettlementRun
 from reports.services import invoice_email, settlement_import
 from wallets.models import Provider
 
@@ -295,3 +296,35 @@ class InvoiceAdmin(ReadOnlyAdmin):
         return FileResponse(
             handle, as_attachment=True, filename=f"cezbek-invoice-{invoice.partner.code}-{invoice.month:%Y-%m}.csv", content_type="text/csv"
         )
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    """One row per period of a periodic job (cezbek/jobs.py): did last night's job run, how long,
+    what it reported, and why it failed. Written by the jobs only."""
+
+    list_display = ["job", "period", "status", "attempts", "duplicates", "started_at", "duration", "runner"]
+    list_filter = ["status", "job"]
+    search_fields = ["job", "period", "error"]
+    date_hierarchy = "started_at"
+    ordering = ["-started_at", "-id"]
+    leading_fields = ["job", "period", "status", "started_at", "finished_at", "attempts", "duplicates", "runner", "result", "error"]
+
+    @admin.display(description="duration")
+    def duration(self, obj: JobRun) -> str:
+        if obj.finished_at is None:
+            return "running" if obj.status == JobRun.Status.RUNNING else "-"
+        seconds = (obj.finished_at - obj.started_at).total_seconds()
+        return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+@admin.register(RewardDigest)
+class RewardDigestAdmin(ReadOnlyAdmin):
+    """The nightly reward digests (wallets/digest.py): one per address and day, as sent or refused."""
+
+    list_display = ["day", "email", "status", "payouts", "total", "attempts", "sent_at", "error"]
+    list_filter = ["status", "day"]
+    search_fields = ["email"]
+    date_hierarchy = "day"
+    ordering = ["-day", "email"]
+    leading_fields = ["day", "email", "status", "payouts", "total", "attempts", "created_at", "sent_at", "error"]

@@ -54,7 +54,8 @@ def books(wallets, ladder, partner, global_rule):
 
 def _later_books(lajada, mtrans, wallets):
     """One of each of the later issues' books, each made by its own service: a batch, a settled
-    payout with its webhook delivery and customer email, a settlement run with a line, an invoice."""
+    payout with its webhook delivery and customer email, a settlement run with a line, an invoice,
+    a periodic job's run and a reward digest."""
     from cashback.batches import batch_create
     from partners.webhooks import webhook_record
     from reports.services import invoice_generate, settlement_import
@@ -87,6 +88,15 @@ def _later_books(lajada, mtrans, wallets):
     settlement_import(provider_code="MTRANS", content=settlement.encode(), file_name="MTRANS-settlement.csv", settlement_date=day)
     last_month = (timezone.localdate().replace(day=1) - datetime.timedelta(days=1)).replace(day=1)
     invoice_generate(partner=lajada, month=last_month, email=False)
+    # what the periodic jobs leave: a job's run, and the day's reward digest for the paid customer
+    from cezbek.jobs import job_run_once
+    from cezbek.schedule import jobs
+    from wallets.digest import reward_digest_send
+    from wallets.models import PayoutEvent
+
+    job_run_once(job=next(job for job in jobs() if job.name == "tier-expiry"), body=lambda: {"demoted": 0})
+    PayoutEvent.objects.create(payout=payout, from_status="SENDING", to_status="SUCCEEDED", note="credited by MTRANS")
+    assert reward_digest_send(day=timezone.localdate()).sent == 1
 
 
 def issue_through_action(admin_client, partner: Partner):

@@ -433,3 +433,35 @@ def test_finance_cannot_run_payout_actions(finance, books):
 
 def test_finance_hold_the_export_permissions(finance, books):
     assert {"cashback.export_transaction", "wallets.export_payout"} <= perms_of(FINANCE)
+
+
+def test_staff_see_what_the_periodic_jobs_did_and_the_digests_sent_read_only(ops, finance, db):
+    from datetime import date, timedelta
+
+    from reports.models import JobRun, RewardDigest
+
+    started = timezone.now() - timedelta(minutes=3)
+    done = JobRun.objects.create(
+        job="tier-expiry", period="2026-11-21", status=JobRun.Status.DONE, started_at=started,
+        finished_at=started + timedelta(seconds=12.5), result={"demoted": 7}, runner="worker-1:4242",
+    )
+    failed = JobRun.objects.create(
+        job="settlement-fetch", period="2026-11-21", status=JobRun.Status.FAILED, started_at=started, error="MTRANS answered 503",
+    )
+    digest = RewardDigest.objects.create(
+        email="budi@example.co.id", day=date(2026, 11, 21), status=RewardDigest.Status.SENT, payouts=3, total=Decimal("22500.00"),
+    )
+    for staff in (ops, finance):
+        runs = staff.get(admin_url(JobRun, "changelist"))
+        assert runs.context["cl"].result_count == 2 and "12.5 s" in runs.content.decode()  # tier-expiry's duration
+        page = staff.get(admin_url(JobRun, "change", failed.pk))
+        assert page.status_code == 200 and "MTRANS answered 503" in page.content.decode()
+        only_failed = staff.get(admin_url(JobRun, "changelist") + "?status__exact=FAILED").context["cl"]
+        assert [run.pk for run in only_failed.result_list] == [failed.pk]
+        digests = staff.get(admin_url(RewardDigest, "changelist"))
+        assert digests.status_code == 200 and "budi@example.co.id" in digests.content.decode()
+        # written by the jobs only: nobody adds, edits or deletes them here
+        assert staff.get(admin_url(JobRun, "add")).status_code == 403
+        assert staff.post(admin_url(JobRun, "change", done.pk), {"status": "FAILED"}).status_code == 403
+        assert staff.post(admin_url(RewardDigest, "delete", digest.pk), {"post": "yes"}).status_code == 403
+    assert JobRun.objects.get(pk=done.pk).status == JobRun.Status.DONE and RewardDigest.objects.filter(pk=digest.pk).exists()
