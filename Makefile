@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run test install bench-api bench-payouts bench-export bench-batch clean
+.PHONY: run test install bench-api bench-floor bench-payouts bench-export bench-batch clean
 
 $(VENV_STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -20,6 +20,9 @@ test: $(VENV_STAMP)
 # Benchmarks (docs/benchmarks.md): measurements, not tests; they need PostgreSQL, Redis and wrk.
 bench-api: $(VENV_STAMP)
 	$(PY) bench/api_cashbacks.py
+
+bench-floor: $(VENV_STAMP)
+	$(PY) bench/floor.py
 
 bench-payouts: $(VENV_STAMP)
 	$(PY) bench/payout_drain.py

@@ -427,11 +427,11 @@ def _alive(pid: int) -> bool:
 
 
 class Gunicorn:
-    def __init__(self, workers: int, env: dict, logfile: Path, access_log: bool = False):
+    def __init__(self, workers: int, env: dict, logfile: Path, access_log: bool = False, app: str = "cezbek.wsgi"):
         self.workers, self.port = workers, free_port()
         self.log = logfile.open("w")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "gunicorn"), "cezbek.wsgi", "--config", str(BENCH / "gunicorn_bench.conf.py"),
+            [str(VENV_BIN / "gunicorn"), app, "--config", str(BENCH / "gunicorn_bench.conf.py"),
              "--worker-class", "sync", "--workers", str(workers), "--bind", f"127.0.0.1:{self.port}",
              *(["--access-logfile", "-"] if access_log else [])],
             cwd=SRC, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
