@@ -1,6 +1,6 @@
 """The WSGI entry point (what gunicorn loads): startup objects are frozen out of the garbage
-collector's sight (cezbek/wsgi.py), and the application answers afterwards. A fresh process, as a
-web worker starts it."""
+collector's sight (cezbek/wsgi.py), Celery's broker pools exist before any thread publishes, and
+the application answers afterwards. A fresh process, as a web worker starts it."""
 
 import json
 import os
@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import gc, io, json
+from cezbek.celery import app as celery_app
+built_before = celery_app._pool is not None or celery_app.amqp._producer_pool is not None
 from cezbek.wsgi import application
 tracked = {id(o) for o in gc.get_objects()}
 statuses = []
@@ -21,6 +23,8 @@ body = b"".join(application(
     lambda status, headers, *_: statuses.append(status),
 ))
 print(json.dumps({"frozen": gc.get_freeze_count(), "app_tracked": id(application) in tracked,
+                  "pools_built_at_import": not built_before and celery_app._pool is not None
+                  and celery_app.amqp._producer_pool is not None,
                   "status": statuses[0], "body": body[:60].decode(errors="replace")}))
 """
 
@@ -32,5 +36,6 @@ def test_startup_objects_are_frozen_and_the_application_still_answers():
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["frozen"] > 10_000  # Django, the apps and their modules
     assert seen["app_tracked"] is False  # the handler itself is among them
+    assert seen["pools_built_at_import"] is True  # not left to the first publish (two threads could race)
     assert seen["status"] == "200 OK", seen
     assert seen["body"].startswith("openapi:"), seen
