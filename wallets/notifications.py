@@ -242,11 +242,8 @@ def emails_send_stranded(*, limit: int = 500) -> int:
         updated_at__lt=now - timedelta(seconds=settings.CEZBEK_EMAIL_STRANDED_SECONDS),
         created_at__gt=now - STRANDED_EMAIL_MAX_AGE,
     )
-    ids = list(stranded.order_by("updated_at", "id").values_list("id", flat=True)[:limit])
     with transaction.atomic():
-        claimed = list(
-            stranded.filter(pk__in=ids).select_for_update(skip_locked=True).order_by("id").values_list("id", "attempts")
-        )
+        claimed = list(stranded.select_for_update(skip_locked=True).order_by("updated_at", "id").values_list("id", "attempts")[:limit])
         EmailNotification.objects.filter(pk__in=[pk for pk, _ in claimed]).update(updated_at=now)
     for notification_id, attempts in claimed:
         email_enqueue(notification_id=notification_id, retry=attempts)
