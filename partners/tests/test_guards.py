@@ -1,0 +1,76 @@
+"""The replay guard's and rate limit's Redis round trip (partners.guards.redis_round_trip)."""
+
+import threading
+
+import pytest
+import redis
+from django.core.cache import cache
+from django_redis import get_redis_connection
+
+from partners import guards
+from partners.guards import redis_round_trip, request_admit
+
+pytestmark = pytest.mark.redis
+
+
+def _admit(signature):
+    return request_admit(signature=signature, partner_id=7, limit_per_minute=2, replay_ttl=601)
+
+
+def test_admission_claims_each_signature_once_and_counts_the_minute():
+    first, replay, second, third = _admit("sig-a"), _admit("sig-a"), _admit("sig-b"), _admit("sig-c")
+    assert (first.fresh, first.allowed) == (True, True)
+    assert replay.fresh is False
+    assert (second.fresh, second.allowed) == (True, False)  # the replay counted too: 3 > 2
+    assert (third.fresh, third.allowed) == (True, False)
+    assert 1 <= first.retry_after <= 60
+    [key] = get_redis_connection("default").keys(cache.make_key("ratelimit:7:*"))
+    assert 0 < get_redis_connection("default").ttl(key) <= 61
+
+
+def test_replies_come_back_in_order():
+    key = cache.make_key("guards-order")
+    assert redis_round_trip(("SET", key, "x"), ("GET", key), ("DEL", key), ("GET", key)) == [b"OK", b"x", 1, None]
+
+
+def test_a_connection_closed_by_the_server_is_replaced_before_use():
+    redis_round_trip(("PING",))
+    killed = get_redis_connection("default").client_kill_filter(_id=redis_round_trip(("CLIENT", "ID"))[0])
+    assert killed == 1
+    assert redis_round_trip(("PING",)) == [b"PONG"]
+
+
+def test_a_failed_round_trip_drops_the_connection_and_propagates():
+    redis_round_trip(("PING",))
+    connection = guards._line.connection
+    with pytest.raises(redis.ResponseError):
+        redis_round_trip(("NO-SUCH-COMMAND",), ("PING",))
+    assert not connection.is_connected  # the PING's reply was never read: not reused out of step
+    assert redis_round_trip(("PING",)) == [b"PONG"]
+
+
+def test_unreachable_redis_raises_a_connection_error(monkeypatch):
+    redis_round_trip(("PING",))
+    monkeypatch.setattr(guards._line, "pid", None)  # the next use builds its connection afresh…
+    pool = get_redis_connection("default").connection_pool
+    monkeypatch.setitem(pool.connection_kwargs, "port", 1)  # …towards a port nobody listens on
+    with pytest.raises(redis.ConnectionError):
+        redis_round_trip(("PING",))
+    monkeypatch.undo()
+    guards._line.pid = None
+    assert redis_round_trip(("PING",)) == [b"PONG"]
+
+
+def test_each_thread_has_its_own_connection():
+    ids = []
+
+    def client_id():
+        ids.append(redis_round_trip(("CLIENT", "ID"))[0])
+
+    threads = [threading.Thread(target=client_id) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client_id()
+    assert len(set(ids)) == 4
