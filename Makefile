@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: run test install bench-api bench-floor bench-payouts bench-export bench-batch clean
+.PHONY: run test install bench-api bench-floor bench-instructions bench-payouts bench-export bench-batch clean
 
 $(VENV_STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
@@ -23,6 +23,9 @@ bench-api: $(VENV_STAMP)
 
 bench-floor: $(VENV_STAMP)
 	$(PY) bench/floor.py
+
+bench-instructions: $(VENV_STAMP)
+	$(PY) bench/instructions.py
 
 bench-payouts: $(VENV_STAMP)
 	$(PY) bench/payout_drain.py
