@@ -34,8 +34,8 @@ def insert_ignore_parts(instance: Model, *, unique: tuple[str, ...]) -> tuple[st
 
 def insert_parts(instance: Model) -> tuple[str, list]:
     """`INSERT INTO table (columns)` for a new instance, and its column values in that order."""
-    head, fields = _insert_head(type(instance))
-    return head, _values(instance, fields, add=True)
+    head, fields, plains = _insert_head(type(instance))
+    return head, _values(instance, fields, add=True, plains=plains)
 
 
 def run_together(statements: list[tuple[str, list]]) -> list[list[tuple]]:
@@ -71,8 +71,8 @@ def update(instance: Model, fields: list[str]) -> None:
 
 def update_parts(instance: Model, fields: list[str]) -> tuple[str, list]:
     """The UPDATE statement of some fields of a saved instance, and its parameters."""
-    text, targets = _update_head(type(instance), tuple(fields))
-    return text, [*_values(instance, targets, add=False), instance.pk]
+    text, targets, plains = _update_head(type(instance), tuple(fields))
+    return text, [*_values(instance, targets, add=False, plains=plains), instance.pk]
 
 
 @dataclass
@@ -106,10 +106,10 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
     )
     text, row_fields, update_fields = _chain_statement(shape)
     values = []
-    for row, fields in zip(rows, row_fields, strict=True):
-        values.extend(_values(row.instance, fields, add=True))
-    for (instance, _), fields in zip(updates, update_fields, strict=True):
-        values.extend([*_values(instance, fields, add=False), instance.pk])
+    for row, (fields, plains) in zip(rows, row_fields, strict=True):
+        values.extend(_values(row.instance, fields, add=True, plains=plains))
+    for (instance, _), (fields, plains) in zip(updates, update_fields, strict=True):
+        values.extend([*_values(instance, fields, add=False, plains=plains), instance.pk])
     nulls = tuple(n for n, value in enumerate(values) if value is None)
     with connection.cursor() as cursor:
         cursor.execute(_nulls_written(text, nulls, len(values)), [value for value in values if value is not None])
@@ -133,15 +133,16 @@ def _link(row: Row) -> None:
 # The statements' texts depend only on the models (and a chain's shape): built once per process.
 
 
-def _values(instance: Model, fields, *, add: bool) -> list:
+def _values(instance: Model, fields, *, add: bool, plains=None) -> list:
     """Each field's value as `save()` would send it: `pre_save`, then `get_db_prep_save` — except
     where the driver sends the same SQL literal without it (on PostgreSQL: None, and a value of the
     field's own plain type, an aware datetime for a DateTimeField, a finite Decimal), which a purchase's seventy-odd
-    values mostly are. `cezbek/tests/test_sql.py` holds the two equal."""
+    values mostly are. `plains`: the fields' `_plain_type`s, when the caller holds them (the
+    statement caches do; looking a field up costs a Python-level hash and comparison each time).
+    `cezbek/tests/test_sql.py` holds the two equal."""
     values = []
-    for f in fields:
+    for f, plain in zip(fields, plains or [_plain_type(f) for f in fields], strict=True):
         value = f.pre_save(instance, add)
-        plain = _plain_type(f)
         if value is not None and (
             plain is None
             or type(value) is not plain
@@ -178,10 +179,12 @@ def _pk_column(model: type[Model]) -> str:
 
 
 @functools.cache
-def _insert_head(model: type[Model]) -> tuple[str, tuple]:
+def _insert_head(model: type[Model]) -> tuple[str, tuple, tuple]:
+    """`INSERT INTO table (columns)`, the fields of those columns, and their `_plain_type`s."""
     qn = connection.ops.quote_name
     fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
-    return f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)})", fields
+    head = f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)})"
+    return head, fields, tuple(_plain_type(f) for f in fields)
 
 
 @functools.cache
@@ -190,11 +193,13 @@ def _values_clause(model: type[Model]) -> str:
 
 
 @functools.cache
-def _update_head(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple]:
+def _update_head(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple, tuple]:
+    """The UPDATE statement of these fields by primary key, the fields, and their `_plain_type`s."""
     qn = connection.ops.quote_name
     targets = tuple(model._meta.get_field(name) for name in names)
     columns = ", ".join(f"{qn(f.column)} = %s" for f in targets)
-    return f"UPDATE {qn(model._meta.db_table)} SET {columns} WHERE {_pk_column(model)} = %s", targets
+    text = f"UPDATE {qn(model._meta.db_table)} SET {columns} WHERE {_pk_column(model)} = %s"
+    return text, targets, tuple(_plain_type(f) for f in targets)
 
 
 @functools.lru_cache(maxsize=256)
@@ -217,21 +222,22 @@ def _nulls_written(text: str, nulls: tuple[int, ...], count: int) -> str:
 @functools.lru_cache(maxsize=64)
 def _chain_statement(shape) -> tuple[str, tuple[tuple, ...], tuple[tuple, ...]]:
     """The `insert_chain` statement for rows and updates of this shape, with the fields whose
-    values are its parameters, row by row and update by update."""
+    values are its parameters and their `_plain_type`s, row by row and update by update."""
     row_shapes, update_shapes = shape
     clauses, row_fields, update_fields = [], [], []
     for n, (model, links) in enumerate(row_shapes):
         linked = dict(links)
-        head, fields = _insert_head(model)
+        head, fields, plains = _insert_head(model)
         slots = [
             "%s" if f.attname not in linked else f"(SELECT {_pk_column(row_shapes[linked[f.attname]][0])} FROM r{linked[f.attname]})"
             for f in fields
         ]
         clauses.append(f"r{n} AS ({head} VALUES ({', '.join(slots)}) RETURNING {_pk_column(model)})")
-        row_fields.append(tuple(f for f in fields if f.attname not in linked))
+        kept = [n for n, f in enumerate(fields) if f.attname not in linked]
+        row_fields.append((tuple(fields[n] for n in kept), tuple(plains[n] for n in kept)))
     for n, (model, names) in enumerate(update_shapes):
-        text, targets = _update_head(model, names)
+        text, targets, plains = _update_head(model, names)
         clauses.append(f"u{n} AS ({text})")
-        update_fields.append(targets)
+        update_fields.append((targets, plains))
     ids = ", ".join(f"(SELECT {_pk_column(model)} FROM r{n})" for n, (model, _) in enumerate(row_shapes))
     return f"WITH {', '.join(clauses)} SELECT {ids}", tuple(row_fields), tuple(update_fields)
