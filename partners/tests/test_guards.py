@@ -74,3 +74,23 @@ def test_each_thread_has_its_own_connection():
         thread.join()
     client_id()
     assert len(set(ids)) == 4
+
+
+@pytest.mark.django_db
+def test_a_purchase_while_redis_is_unreachable_fails_whole_and_its_retry_goes_through(api, wallets, ladder, global_rule, monkeypatch):
+    from cashback.models import Transaction
+    from wallets.models import Payout
+
+    body = {"partner_ref": "R-1", "msisdn": "628118770510", "quantity": 1, "amount": "1000.00", "wallet": "LSAJA"}
+    monkeypatch.setattr(guards._line, "pid", None, raising=False)
+    monkeypatch.setitem(get_redis_connection("default").connection_pool.connection_kwargs, "port", 1)
+    api.client.raise_request_exception = False
+    refused = api.post("/api/v1/cashbacks", body)
+    assert refused.status_code == 500
+    assert refused.json()["error"]["code"] == "server_error"
+    assert (Transaction.objects.count(), Payout.objects.count()) == (0, 0)
+    monkeypatch.undo()
+    guards._line.pid = None
+    retried = api.post("/api/v1/cashbacks", body)  # signed again: a new timestamp, a new signature
+    assert retried.status_code == 201, retried.content
+    assert (Transaction.objects.count(), Payout.objects.count()) == (1, 1)
