@@ -141,7 +141,7 @@ def _values(instance: Model, fields, *, add: bool, plains=None) -> list:
     statement caches do; looking a field up costs a Python-level hash and comparison each time).
     `cezbek/tests/test_sql.py` holds the two equal."""
     values = []
-    for f, plain in zip(fields, plains or [_plain_type(f) for f in fields], strict=True):
+    for f, plain in zip(fields, [_plain_type(f) for f in fields] if plains is None else plains, strict=True):
         value = f.pre_save(instance, add)
         if value is not None and (
             plain is None

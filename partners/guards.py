@@ -59,9 +59,9 @@ def redis_round_trip(*commands: tuple) -> list:
     """Sends the commands to the cache's Redis in one write and returns their replies, in order.
 
     Each thread keeps one connection of its own, made like the cache pool's (same server, database
-    and timeouts). A pipeline would check a connection out of the pool on every call, with its
-    health checks, hooks and retry wrapper: about a tenth of a millisecond of CPU per request
-    (docs/benchmarks.md). A connection with unread data, or closed by the server since its last
+    and timeouts) at its first use and kept for the thread's life. A pipeline would check a
+    connection out of the pool on every call, with its health checks, hooks and retry wrapper: 4 %
+    of a purchase's instructions (docs/benchmarks.md). A connection with unread data, or closed by the server since its last
     use, is replaced before the write, as the pool does at checkout. A failure during the round
     trip drops the connection and propagates, without a retry: the commands may have run, and a
     second SET NX would then refuse the request as its own replay.

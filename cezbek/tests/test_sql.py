@@ -120,3 +120,21 @@ def test_purchase_chain_sends_few_enough_parameters_for_the_driver_to_cache_its_
     stored = Payout.objects.get(pk=payout.pk)
     assert stored.provider_id is None and stored.fee is None and stored.amount == Decimal("7500.00")
     assert Transaction.objects.get(pk=txn.pk).tier_expires_at is None and LoyaltyState.objects.get(pk=state.pk).expires_at is None
+
+
+def test_the_statement_caches_hold_each_fields_plain_type_in_step_with_the_fields():
+    for model in (Transaction, JourneyEntry, Payout, PayoutEvent, LoyaltyState):
+        _, fields, plains = sql._insert_head(model)
+        assert plains == tuple(map(sql._plain_type, fields))
+    _, targets, plains = sql._update_head(LoyaltyState, ("tier", "count", "entered_at"))
+    assert plains == tuple(map(sql._plain_type, targets))
+    shape = (
+        ((Transaction, ()), (Payout, (("transaction_id", 0),)), (PayoutEvent, (("payout_id", 1),))),
+        ((LoyaltyState, ("count", "expires_at")),),
+    )
+    _, rows, updates = sql._chain_statement(shape)
+    for fields, plains in (*rows, *updates):
+        assert len(fields) == len(plains) and plains == tuple(map(sql._plain_type, fields))
+    assert "transaction_id" not in {f.attname for f in rows[1][0]}  # linked: written from r0, not a parameter
+    if connection.vendor == "postgresql":
+        assert {sql._plain_type(f) for f in rows[1][0]} >= {str, Decimal, datetime}

@@ -1,6 +1,7 @@
 """The replay guard's and rate limit's Redis round trip (partners.guards.redis_round_trip)."""
 
 import threading
+import time
 
 import pytest
 import redis
@@ -17,13 +18,16 @@ def _admit(signature):
     return request_admit(signature=signature, partner_id=7, limit_per_minute=2, replay_ttl=601)
 
 
-def test_admission_claims_each_signature_once_and_counts_the_minute():
+def test_admission_claims_each_signature_once_and_counts_the_minute(monkeypatch):
+    # the limiter's clock stands 20 s into a minute, so the window cannot roll over mid-test
+    fixed = (int(time.time()) // 60) * 60 + 20
+    monkeypatch.setattr("partners.guards.time.time", lambda: fixed)
     first, replay, second, third = _admit("sig-a"), _admit("sig-a"), _admit("sig-b"), _admit("sig-c")
     assert (first.fresh, first.allowed) == (True, True)
     assert replay.fresh is False
     assert (second.fresh, second.allowed) == (True, False)  # the replay counted too: 3 > 2
     assert (third.fresh, third.allowed) == (True, False)
-    assert 1 <= first.retry_after <= 60
+    assert first.retry_after == 40
     [key] = get_redis_connection("default").keys(cache.make_key("ratelimit:7:*"))
     assert 0 < get_redis_connection("default").ttl(key) <= 61
 
@@ -86,6 +90,8 @@ def test_a_purchase_while_redis_is_unreachable_fails_whole_and_its_retry_goes_th
     monkeypatch.setitem(get_redis_connection("default").connection_pool.connection_kwargs, "port", 1)
     api.client.raise_request_exception = False
     refused = api.post("/api/v1/cashbacks", body)
+    # refused by the guard's round trip itself: its connection was made towards the dead port
+    assert guards._line.connection.port == 1 and not guards._line.connection.is_connected
     assert refused.status_code == 500
     assert refused.json()["error"]["code"] == "server_error"
     assert (Transaction.objects.count(), Payout.objects.count()) == (0, 0)
