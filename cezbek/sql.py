@@ -35,7 +35,7 @@ def insert_ignore_parts(instance: Model, *, unique: tuple[str, ...]) -> tuple[st
 def insert_parts(instance: Model) -> tuple[str, list]:
     """`INSERT INTO table (columns)` for a new instance, and its column values in that order."""
     head, fields, plains = _insert_head(type(instance))
-    return head, _values(instance, fields, add=True, plains=plains)
+    return head, _values(instance, fields, plains, add=True)
 
 
 def run_together(statements: list[tuple[str, list]]) -> list[list[tuple]]:
@@ -72,7 +72,7 @@ def update(instance: Model, fields: list[str]) -> None:
 def update_parts(instance: Model, fields: list[str]) -> tuple[str, list]:
     """The UPDATE statement of some fields of a saved instance, and its parameters."""
     text, targets, plains = _update_head(type(instance), tuple(fields))
-    return text, [*_values(instance, targets, add=False, plains=plains), instance.pk]
+    return text, [*_values(instance, targets, plains, add=False), instance.pk]
 
 
 @dataclass
@@ -107,9 +107,9 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
     text, row_fields, update_fields = _chain_statement(shape)
     values = []
     for row, (fields, plains) in zip(rows, row_fields, strict=True):
-        values.extend(_values(row.instance, fields, add=True, plains=plains))
+        values.extend(_values(row.instance, fields, plains, add=True))
     for (instance, _), (fields, plains) in zip(updates, update_fields, strict=True):
-        values.extend([*_values(instance, fields, add=False, plains=plains), instance.pk])
+        values.extend([*_values(instance, fields, plains, add=False), instance.pk])
     nulls = tuple(n for n, value in enumerate(values) if value is None)
     with connection.cursor() as cursor:
         cursor.execute(_nulls_written(text, nulls, len(values)), [value for value in values if value is not None])
@@ -133,15 +133,15 @@ def _link(row: Row) -> None:
 # The statements' texts depend only on the models (and a chain's shape): built once per process.
 
 
-def _values(instance: Model, fields, *, add: bool, plains=None) -> list:
+def _values(instance: Model, fields, plains, *, add: bool) -> list:
     """Each field's value as `save()` would send it: `pre_save`, then `get_db_prep_save` — except
     where the driver sends the same SQL literal without it (on PostgreSQL: None, and a value of the
     field's own plain type, an aware datetime for a DateTimeField, a finite Decimal), which a purchase's seventy-odd
-    values mostly are. `plains`: the fields' `_plain_type`s, when the caller holds them (the
-    statement caches do; looking a field up costs a Python-level hash and comparison each time).
+    values mostly are. `plains`: the fields' `_plain_type`s, as the statement caches below hold
+    them (looking a field up each time costs a Python-level hash and comparison).
     `cezbek/tests/test_sql.py` holds the two equal."""
     values = []
-    for f, plain in zip(fields, [_plain_type(f) for f in fields] if plains is None else plains, strict=True):
+    for f, plain in zip(fields, plains, strict=True):
         value = f.pre_save(instance, add)
         if value is not None and (
             plain is None
@@ -233,8 +233,8 @@ def _chain_statement(shape) -> tuple[str, tuple[tuple, ...], tuple[tuple, ...]]:
             for f in fields
         ]
         clauses.append(f"r{n} AS ({head} VALUES ({', '.join(slots)}) RETURNING {_pk_column(model)})")
-        kept = [n for n, f in enumerate(fields) if f.attname not in linked]
-        row_fields.append((tuple(fields[n] for n in kept), tuple(plains[n] for n in kept)))
+        kept = [i for i, f in enumerate(fields) if f.attname not in linked]
+        row_fields.append((tuple(fields[i] for i in kept), tuple(plains[i] for i in kept)))
     for n, (model, names) in enumerate(update_shapes):
         text, targets, plains = _update_head(model, names)
         clauses.append(f"u{n} AS ({text})")

@@ -61,10 +61,10 @@ def redis_round_trip(*commands: tuple) -> list:
     Each thread keeps one connection of its own, made like the cache pool's (same server, database
     and timeouts) at its first use and kept for the thread's life. A pipeline would check a
     connection out of the pool on every call, with its health checks, hooks and retry wrapper: 4 %
-    of a purchase's instructions (docs/benchmarks.md). A connection with unread data, or closed by the server since its last
-    use, is replaced before the write, as the pool does at checkout. A failure during the round
-    trip drops the connection and propagates, without a retry: the commands may have run, and a
-    second SET NX would then refuse the request as its own replay.
+    of a purchase's instructions (docs/benchmarks.md). A connection with unread data, or closed by
+    the server since its last use, is replaced before the write, as the pool does at checkout. A
+    failure during the round trip drops the connection and propagates, without a retry: the
+    commands may have run, and a second SET NX would then refuse the request as its own replay.
     """
     connection = _line_connection()
     try:
