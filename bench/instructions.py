@@ -43,8 +43,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--database", default="cezbek_instructions", help="scratch database, dropped and recreated")
     p.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="Redis URL of a DB number to flush and use")
+    p.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=4, metavar=("KEY", "SECRET", "COUNT", "TAG"), help=argparse.SUPPRESS)
     return p.parse_args()
+
+
+SELF = [sys.executable, str(Path(__file__).resolve())]
 
 
 def child(key_id: str, secret: str, count: int, tag: str, warmup: int) -> None:
@@ -71,9 +75,7 @@ def counted(args, env: dict, count: int, tag: str) -> int:
     """Recreates and configures the database, runs the child under callgrind, returns its total."""
     bench.recreate_database(args)
     bench.flush_redis(args.redis)
-    setup = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", "-", "-", "0", "setup", *_passthrough(args)],
-        env={**env, "CEZBEK_INSTRUCTIONS_SETUP": "1"}, capture_output=True, text=True, cwd=bench.SRC)
+    setup = subprocess.run([*SELF, "--setup"], env=env, capture_output=True, text=True, cwd=bench.SRC)
     if setup.returncode != 0:
         raise SystemExit(f"setup failed:\n{setup.stderr[-2000:]}")
     key_id, secret = setup.stdout.split()[-2:]
@@ -81,7 +83,7 @@ def counted(args, env: dict, count: int, tag: str) -> int:
     started = time.monotonic()
     run = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", "--compress-strings=no",
-         sys.executable, str(Path(__file__).resolve()), "--child", key_id, secret, str(count), tag, *_passthrough(args)],
+         *SELF, "--child", key_id, secret, str(count), tag, "--warmup", str(args.warmup)],
         env=env, capture_output=True, text=True, cwd=bench.SRC)
     if run.returncode != 0:
         raise SystemExit(f"callgrind run failed:\n{run.stderr[-3000:]}")
@@ -91,10 +93,6 @@ def counted(args, env: dict, count: int, tag: str) -> int:
     bench.log(f"  {count + args.warmup} requests ({args.warmup} warm-up): {int(match[1]):,} instructions "
               f"in {time.monotonic() - started:.0f} s")
     return int(match[1])
-
-
-def _passthrough(args) -> list[str]:
-    return ["--warmup", str(args.warmup), "--database", args.database, "--pg", args.pg, "--redis", args.redis]
 
 
 def setup_database() -> None:
@@ -111,12 +109,12 @@ def setup_database() -> None:
 
 def main() -> int:
     args = parse_args()
+    if args.setup:
+        setup_database()
+        return 0
     if args.child:
-        if os.environ.get("CEZBEK_INSTRUCTIONS_SETUP"):
-            setup_database()
-        else:
-            key_id, secret, count, tag = args.child
-            child(key_id, secret, int(count), tag, args.warmup)
+        key_id, secret, count, tag = args.child
+        child(key_id, secret, int(count), tag, args.warmup)
         return 0
     if not shutil.which("valgrind"):
         sys.exit("valgrind not found: apt-get install valgrind")
