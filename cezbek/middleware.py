@@ -8,6 +8,12 @@ sets it in `cezbek.logs.request_id` for the request's log lines and the Celery t
 
 `RequestMetricsMiddleware` records each request's latency in the Prometheus histogram
 (`cezbek/metrics.py`) and writes one log line per request (logger `cezbek.http`).
+
+`SessionMiddleware`, `AuthenticationMiddleware` and `MessageMiddleware` are Django's, for the
+admin's pages, and step aside for the signed partner API (`/api/v1/`): a request there is
+authenticated by its signature alone, never by a session cookie, and none of them would change its
+response (each acts only when a view used it). Django's CSRF middleware stays as it is (`check
+--deploy` looks for it by name, and it costs little: DRF's views are exempt).
 """
 
 import logging
@@ -15,12 +21,16 @@ import re
 import time
 import uuid
 
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages import middleware as messages_middleware
+from django.contrib.sessions import middleware as sessions_middleware
 from django.core.signals import request_finished
 from django.dispatch import receiver
 
 from cezbek import logs, metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
+PARTNER_API_PREFIX = "/api/v1/"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+/@-]{0,127}")
 
 http_logger = logging.getLogger("cezbek.http")
@@ -77,3 +87,24 @@ class RequestMetricsMiddleware:
             extra={"view": view, "method": request.method, "status": response.status_code, "duration_ms": round(seconds * 1000, 3)},
         )
         return response
+
+
+class BrowserOnly:
+    """Mixin: the middleware runs for every request except the partner API's."""
+
+    def __call__(self, request):
+        if request.path_info.startswith(PARTNER_API_PREFIX):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class SessionMiddleware(BrowserOnly, sessions_middleware.SessionMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(BrowserOnly, auth_middleware.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(BrowserOnly, messages_middleware.MessageMiddleware):
+    pass

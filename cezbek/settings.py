@@ -78,11 +78,12 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Latency histogram (/metrics) and one log line per request; static files are not counted.
     "cezbek.middleware.RequestMetricsMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's own for the admin's pages, skipped for the signed partner API (cezbek/middleware.py).
+    "cezbek.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "cezbek.middleware.AuthenticationMiddleware",
+    "cezbek.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
