@@ -2,8 +2,7 @@
 
 Import only after django.setup(). The capture runs the real view in-process (Django test client,
 same settings and database as the gunicorn run) with an execute_wrapper that records every
-statement exactly as psycopg sends it (client-side binding: the literal text; for a statement
-sent with server-side binding, its text with the values written in as literals), whether it ran
+statement exactly as psycopg sends it (client-side binding: the literal text), whether it ran
 inside an atomic block, and where the transaction committed. Nothing here knows which statements
 the view runs: the scripts follow the code as it changes.
 
@@ -39,7 +38,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import psycopg
 from django.conf import settings
 from django.db import connection
 from django.test import Client
@@ -118,10 +116,7 @@ def capture_post(*, label: str, key_id: str, secret: str, payload: dict) -> Capt
                 used, rest = rest[: piece.count("%s")], rest[piece.count("%s"):]
                 statements.append(Statement(sql=connection.ops.compose_sql(piece, used), in_atomic=in_atomic, group=group))
             return result
-        if isinstance(context["cursor"].cursor, psycopg.ClientCursor):
-            text = connection.ops.last_executed_query(context["cursor"].cursor, sql, params)
-        else:  # server-side binding (cezbek.sql.insert_chain): the statement with its values as literals
-            text = connection.ops.compose_sql(sql, params)
+        text = connection.ops.last_executed_query(context["cursor"].cursor, sql, params)
         if text is None:
             raise RuntimeError(f"could not read the executed text of {sql[:120]}")
         statements.append(Statement(sql=text, in_atomic=in_atomic))

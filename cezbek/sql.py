@@ -12,7 +12,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
-from django.db.backends.postgresql.base import ServerBindingCursor
 from django.db.models import Model
 
 
@@ -112,30 +111,13 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
     for (instance, _), (fields, plains) in zip(updates, update_fields, strict=True):
         values.extend([*_values(instance, fields, plains, add=False), instance.pk])
     nulls = tuple(n for n, value in enumerate(values) if value is None)
-    with _server_bound_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(_nulls_written(text, nulls, len(values)), [value for value in values if value is not None])
         new_ids = cursor.fetchone()
     for row, pk in zip(rows, new_ids, strict=True):
         saved(row.instance, pk)
     for row in rows:
         _link(row)
-
-
-def _server_bound_cursor():
-    """A cursor of the connection (PostgreSQL) that sends its parameters apart from the statement
-    (server-side binding) instead of writing them into its text as literals as Django's own
-    cursors do, wrapped by Django like theirs (execute wrappers, query logging).
-
-    For one statement with many values: psycopg's C code dumps a value in a fraction of a
-    microsecond, where a literal (its type looked up, quoted, cast) costs one to three; the
-    database parses and plans the statement either way. Not prepared: Django turns psycopg's
-    automatic preparation off (a prepared statement lives in one server session, which a
-    transaction-pooling proxy does not keep).
-    """
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    cursor = ServerBindingCursor(connection.connection)
-    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
 def _link(row: Row) -> None:
@@ -155,9 +137,7 @@ def _values(instance: Model, fields, plains, *, add: bool) -> list:
     """Each field's value as `save()` would send it: `pre_save`, then `get_db_prep_save` — except
     where the driver sends the same SQL literal without it (on PostgreSQL: None, and a value of the
     field's own plain type, an aware datetime for a DateTimeField, a finite Decimal), which a purchase's seventy-odd
-    values mostly are. Sent as server-bound parameters instead (`insert_chain`), such a value goes
-    with the type psycopg gives it (an int as int2, int4 or int8 by its size, where Django names the
-    column's) and the column stores the same. `plains`: the fields' `_plain_type`s, as the statement caches below hold
+    values mostly are. `plains`: the fields' `_plain_type`s, as the statement caches below hold
     them (looking a field up each time costs a Python-level hash and comparison).
     `cezbek/tests/test_sql.py` holds the two equal."""
     values = []

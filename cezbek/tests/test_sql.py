@@ -127,35 +127,6 @@ def test_purchase_chain_sends_few_enough_parameters_for_the_driver_to_cache_its_
     assert Transaction.objects.get(pk=txn.pk).tier_expires_at is None and LoyaltyState.objects.get(pk=state.pk).expires_at is None
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="one chain statement on PostgreSQL only")
-def test_purchase_chain_is_sent_with_server_side_binding_and_never_prepared(partner, wallets, ladder):
-    # Its values travel apart from the text (psycopg's Cursor, not Django's ClientCursor), and
-    # nothing is prepared, even past psycopg's threshold of 5 executions of one text: Django sets
-    # prepare_threshold to None unless OPTIONS asks for it (see cezbek.sql._server_bound_cursor).
-    import psycopg
-
-    state = LoyaltyState.objects.create(partner=partner[0], msisdn="628118770510", tier=ladder["BRONZE"], count=0, entered_at=MOMENT)
-    cursors = []
-
-    def spy(execute, text, params, many, context):
-        cursors.append(context["cursor"].cursor)
-        return execute(text, params, many, context)
-
-    with connection.execute_wrapper(spy):
-        for n in range(1, 8):
-            txn, payout = _instances(partner, wallets, ladder)
-            txn.kezbek_ref, txn.partner_ref = f"KZSQLBIND{n:017d}", f"sql-bind-{n}"
-            state.count = n
-            sql.insert_chain([sql.Row(txn), sql.Row(payout, links={"transaction_id": txn})], updates=[(state, ["count"])])
-    assert len(cursors) == 7
-    assert all(isinstance(c, psycopg.Cursor) and not isinstance(c, psycopg.ClientCursor) for c in cursors)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
-        assert cursor.fetchone()[0] == 0
-    assert Payout.objects.filter(transaction__partner_ref__startswith="sql-bind-").count() == 7
-    assert LoyaltyState.objects.get(pk=state.pk).count == 7
-
-
 def test_the_statement_caches_hold_each_fields_plain_type_in_step_with_the_fields():
     for model in (Transaction, JourneyEntry, Payout, PayoutEvent, LoyaltyState):
         _, fields, plains = sql._insert_head(model)
