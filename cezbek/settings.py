@@ -145,7 +145,14 @@ if REDIS_URL:
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": envstr("CEZBEK_CACHE_PREFIX", "cezbek"),
-            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                # A Redis that stops answering fails the request (500, nothing stored) within
+                # seconds, instead of holding a web worker until gunicorn's timeout (300 s). Its
+                # commands take well under a millisecond when it answers.
+                "SOCKET_CONNECT_TIMEOUT": envfloat("REDIS_CONNECT_TIMEOUT", 2),
+                "SOCKET_TIMEOUT": envfloat("REDIS_SOCKET_TIMEOUT", 5),
+            },
         }
     }
 else:

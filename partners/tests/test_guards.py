@@ -1,10 +1,12 @@
 """The replay guard's and rate limit's Redis round trip (partners.guards.redis_round_trip)."""
 
+import socket
 import threading
 import time
 
 import pytest
 import redis
+from django.conf import settings
 from django.core.cache import cache
 from django_redis import get_redis_connection
 
@@ -62,6 +64,33 @@ def test_unreachable_redis_raises_a_connection_error(monkeypatch):
         redis_round_trip(("PING",))
     monkeypatch.undo()
     guards._line.pid = None
+    assert redis_round_trip(("PING",)) == [b"PONG"]
+
+
+def test_the_connection_carries_the_settings_timeouts():
+    redis_round_trip(("PING",))
+    options = settings.CACHES["default"]["OPTIONS"]
+    assert (options["SOCKET_CONNECT_TIMEOUT"], options["SOCKET_TIMEOUT"]) == (2, 5)  # the defaults (README)
+    assert (guards._line.connection.socket_connect_timeout, guards._line.connection.socket_timeout) == (2, 5)
+
+
+def test_a_redis_that_stops_answering_fails_the_round_trip_within_its_timeout(monkeypatch):
+    # A server that accepts connections and never answers (a hung Redis).
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+    threading.Thread(target=lambda: held.append(listener.accept()), daemon=True).start()
+    monkeypatch.setattr(guards._line, "pid", None, raising=False)
+    pool = get_redis_connection("default").connection_pool
+    monkeypatch.setitem(pool.connection_kwargs, "port", listener.getsockname()[1])
+    monkeypatch.setitem(pool.connection_kwargs, "socket_timeout", 0.5)  # the setting, shortened for the test
+    started = time.monotonic()
+    with pytest.raises(redis.TimeoutError):
+        redis_round_trip(("PING",))
+    assert time.monotonic() - started < 3
+    assert held and not guards._line.connection.is_connected  # it got through, then gave up and dropped it
+    monkeypatch.undo()
+    guards._line.pid = None
+    listener.close()
     assert redis_round_trip(("PING",)) == [b"PONG"]
 
 
