@@ -15,6 +15,15 @@ def test_a_partner_api_request_runs_without_the_browser_middlewares_even_with_a_
     assert not hasattr(request, "session") and not hasattr(request, "_messages")
     assert not hasattr(request, "auser")  # Django's lazy user is never attached; DRF sets `user` to the partner
     assert request.user == partner[0]
+
+
+def test_an_empty_session_cookie_is_left_alone_by_the_partner_api(api, wallets, ladder):
+    # Django's session middleware answers with a Set-Cookie deleting it; the API does not
+    # read sessions, so it does not touch their cookie either
+    api.client.cookies["sessionid"] = ""  # present but empty: Django deletes such a cookie when it runs
+    purchase = {"partner_ref": "INV/MW-2", "msisdn": "628118770510", "quantity": 1, "amount": "100000.00", "wallet": "LSAJA"}
+    response = api.post("/api/v1/cashbacks", purchase)
+    assert response.status_code == 201, response.content
     assert "Set-Cookie" not in response.headers and "Cookie" not in response.headers.get("Vary", "")
 
 
