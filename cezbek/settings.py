@@ -139,6 +139,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, replay guard, rate limits ------------------------------------------------------
 REDIS_URL = envstr("REDIS_URL")
+# A Redis that stops answering fails the request (500, nothing stored) within seconds, instead of
+# holding a web worker until gunicorn's timeout (300 s). Its commands take well under a
+# millisecond when it answers. (django-redis would take 0 as "no timeout": refused.)
+REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", 2)
+REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 5)
+if min(REDIS_CONNECT_TIMEOUT, REDIS_SOCKET_TIMEOUT) <= 0:
+    raise ImproperlyConfigured("REDIS_CONNECT_TIMEOUT and REDIS_SOCKET_TIMEOUT must be positive numbers of seconds")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -147,11 +154,8 @@ if REDIS_URL:
             "KEY_PREFIX": envstr("CEZBEK_CACHE_PREFIX", "cezbek"),
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                # A Redis that stops answering fails the request (500, nothing stored) within
-                # seconds, instead of holding a web worker until gunicorn's timeout (300 s). Its
-                # commands take well under a millisecond when it answers.
-                "SOCKET_CONNECT_TIMEOUT": envfloat("REDIS_CONNECT_TIMEOUT", 2),
-                "SOCKET_TIMEOUT": envfloat("REDIS_SOCKET_TIMEOUT", 5),
+                "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
+                "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             },
         }
     }

@@ -82,6 +82,36 @@ def test_readyz_is_503_naming_the_cache_when_redis_is_unreachable(client, settin
     assert response.json()["failed"] == ["cache"]
 
 
+@pytest.mark.django_db
+@pytest.mark.redis
+def test_readyz_gives_up_on_a_redis_that_stops_answering_within_its_own_timeout(client, settings):
+    # A server that accepts connections and never answers: the check fails after
+    # CEZBEK_READYZ_TIMEOUT, not after the cache's own socket timeout (5 s).
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+    threading.Thread(target=lambda: held.append(listener.accept()), daemon=True).start()
+    try:
+        settings.CEZBEK_READYZ_TIMEOUT = 0.5
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": f"redis://127.0.0.1:{listener.getsockname()[1]}/0",
+                "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 5, "SOCKET_TIMEOUT": 5},
+            }
+        }
+        started = time.monotonic()
+        response = client.get("/readyz")
+        assert time.monotonic() - started < 3
+        assert held  # it did connect: the time went on waiting for a reply
+        assert response.status_code == 503
+        assert response.json()["failed"] == ["cache"] and response.json()["checks"]["cache"]["error"] == "TimeoutError"
+    finally:
+        listener.close()
+
+
 def test_probes_need_no_signature_and_are_never_rate_limited(client, db, settings):
     settings.CEZBEK_RATE_LIMIT_PER_MINUTE = 1
     for _ in range(5):

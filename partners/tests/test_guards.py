@@ -1,6 +1,9 @@
 """The replay guard's and rate limit's Redis round trip (partners.guards.redis_round_trip)."""
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -70,8 +73,23 @@ def test_unreachable_redis_raises_a_connection_error(monkeypatch):
 def test_the_connection_carries_the_settings_timeouts():
     redis_round_trip(("PING",))
     options = settings.CACHES["default"]["OPTIONS"]
-    assert (options["SOCKET_CONNECT_TIMEOUT"], options["SOCKET_TIMEOUT"]) == (2, 5)  # the defaults (README)
-    assert (guards._line.connection.socket_connect_timeout, guards._line.connection.socket_timeout) == (2, 5)
+    assert (options["SOCKET_CONNECT_TIMEOUT"], options["SOCKET_TIMEOUT"]) == (settings.REDIS_CONNECT_TIMEOUT, settings.REDIS_SOCKET_TIMEOUT)
+    assert (guards._line.connection.socket_connect_timeout, guards._line.connection.socket_timeout) == (
+        settings.REDIS_CONNECT_TIMEOUT, settings.REDIS_SOCKET_TIMEOUT)
+
+
+def test_the_timeouts_default_to_2_and_5_seconds_and_refuse_zero():
+    def settings_read(**env):
+        environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_CONNECT_TIMEOUT", "REDIS_SOCKET_TIMEOUT")}
+        return subprocess.run(
+            [sys.executable, "-c", "import cezbek.settings as s; print(s.REDIS_CONNECT_TIMEOUT, s.REDIS_SOCKET_TIMEOUT)"],
+            env={**environ, **env}, capture_output=True, text=True, cwd=settings.BASE_DIR,
+        )
+
+    defaults = settings_read()
+    assert defaults.stdout.split() == ["2.0", "5.0"], defaults.stderr  # README's defaults
+    refused = settings_read(REDIS_SOCKET_TIMEOUT="0")  # django-redis would read 0 as "wait forever"
+    assert refused.returncode != 0 and "REDIS_CONNECT_TIMEOUT and REDIS_SOCKET_TIMEOUT must be positive" in refused.stderr
 
 
 def test_a_redis_that_stops_answering_fails_the_round_trip_within_its_timeout(monkeypatch):
@@ -79,18 +97,20 @@ def test_a_redis_that_stops_answering_fails_the_round_trip_within_its_timeout(mo
     listener = socket.create_server(("127.0.0.1", 0))
     held = []
     threading.Thread(target=lambda: held.append(listener.accept()), daemon=True).start()
-    monkeypatch.setattr(guards._line, "pid", None, raising=False)
-    pool = get_redis_connection("default").connection_pool
-    monkeypatch.setitem(pool.connection_kwargs, "port", listener.getsockname()[1])
-    monkeypatch.setitem(pool.connection_kwargs, "socket_timeout", 0.5)  # the setting, shortened for the test
-    started = time.monotonic()
-    with pytest.raises(redis.TimeoutError):
-        redis_round_trip(("PING",))
-    assert time.monotonic() - started < 3
-    assert held and not guards._line.connection.is_connected  # it got through, then gave up and dropped it
-    monkeypatch.undo()
-    guards._line.pid = None
-    listener.close()
+    try:
+        monkeypatch.setattr(guards._line, "pid", None, raising=False)
+        pool = get_redis_connection("default").connection_pool
+        monkeypatch.setitem(pool.connection_kwargs, "port", listener.getsockname()[1])
+        monkeypatch.setitem(pool.connection_kwargs, "socket_timeout", 0.5)  # the setting, shortened for the test
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            redis_round_trip(("PING",))
+        assert time.monotonic() - started < 3
+        assert held and not guards._line.connection.is_connected  # it got through, then gave up and dropped it
+    finally:
+        monkeypatch.undo()
+        guards._line.pid = None  # the next use connects afresh, to the real Redis
+        listener.close()
     assert redis_round_trip(("PING",)) == [b"PONG"]
 
 
