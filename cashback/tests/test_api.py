@@ -253,6 +253,10 @@ def test_wallet_is_case_insensitive_and_number_amount_accepted(api, setup):
 def test_unknown_api_path_and_wrong_method_answer_json(api, client, setup):
     response = client.get("/api/v1/nope")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    # served under a prefix (SCRIPT_NAME, behind a proxy): still the API's JSON, not an HTML page
+    response = client.get("/api/v1/nope", SCRIPT_NAME="/cezbek")
+    assert response.wsgi_request.path == "/cezbek/api/v1/nope"
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     response = api.client.generic("DELETE", PATH, b"", headers=api.headers("DELETE", PATH, b""))
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "validation_error"

@@ -74,7 +74,7 @@ def api_exception_handler(exc: Exception, context) -> Response:
 # Django-level handlers: JSON for the API (no request ever yields an HTML error page there),
 # Django's own pages for the admin.
 def _is_api(request) -> bool:
-    return request.path.startswith("/api/")
+    return request.path_info.startswith("/api/")  # the path within the app, whatever prefix it is served under
 
 
 def json_404(request, exception=None):
