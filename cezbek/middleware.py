@@ -12,8 +12,8 @@ sets it in `cezbek.logs.request_id` for the request's log lines and the Celery t
 `SessionMiddleware`, `AuthenticationMiddleware` and `MessageMiddleware` are Django's, for the
 admin's pages, and step aside for the signed partner API (`/api/v1/`): a request there is
 authenticated by its signature alone, never by a session cookie. They changed an API response in
-one way only: an empty session cookie sent along was deleted. Django's CSRF middleware stays as it is (`check
---deploy` looks for it by name, and it costs little: DRF's views are exempt).
+one way only: an empty session cookie sent along was deleted. Django's CSRF middleware stays as
+it is (`check --deploy` looks for it by name, and it costs little: DRF's views are exempt).
 """
 
 import logging
