@@ -53,26 +53,26 @@ def cache_check() -> None:
     its own that gives up after `CEZBEK_READYZ_TIMEOUT`, as the other checks do, rather than after
     the cache's own longer timeouts (settings.CACHES)."""
     key, value = f"readyz:{secrets.token_hex(8)}", secrets.token_hex(8)
-    if not type(caches["default"]).__module__.startswith("django_redis"):
+    if type(caches["default"]).__module__.startswith("django_redis"):
+        from django_redis import get_redis_connection
+
+        pool = get_redis_connection("default").connection_pool
+        limit = settings.CEZBEK_READYZ_TIMEOUT
+        probe = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": limit, "socket_connect_timeout": limit})
+        key = cache.make_key(key)
+        try:
+            probe.send_packed_command(probe.pack_commands([("SET", key, value, "EX", 10), ("GET", key), ("DEL", key)]))
+            got = [probe.read_response() for _ in range(3)][1]
+        finally:
+            probe.disconnect()
+        got = got.decode() if got is not None else None
+    else:
         cache.set(key, value, timeout=10)
         try:
-            if cache.get(key) != value:
-                raise RuntimeError("the cache did not return what was just set")
+            got = cache.get(key)
         finally:
             cache.delete(key)
-        return
-    from django_redis import get_redis_connection
-
-    pool = get_redis_connection("default").connection_pool
-    limit = settings.CEZBEK_READYZ_TIMEOUT
-    probe = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": limit, "socket_connect_timeout": limit})
-    key = cache.make_key(key)
-    try:
-        probe.send_packed_command(probe.pack_commands([("SET", key, value, "EX", 10), ("GET", key), ("DEL", key)]))
-        replies = [probe.read_response() for _ in range(3)]
-    finally:
-        probe.disconnect()
-    if replies[1] != value.encode():
+    if got != value:
         raise RuntimeError("the cache did not return what was just set")
 
 
