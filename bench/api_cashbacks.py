@@ -9,7 +9,7 @@ One run:
      Redis DB 14 (cache, replay guard, rate limit and Celery broker) is flushed;
   2. captures the SQL of one POST for a new customer and one for a known customer (in-process,
      same settings) and writes them as pgbench scripts (bench/sqlcapture.py);
-  3. for each worker count: starts gunicorn (sync workers, DEBUG off), pre-signs unique requests
+  3. for each worker count: starts gunicorn (sync workers, or gthread with --threads; DEBUG off), pre-signs unique requests
      right before the load, warms up, then drives it with wrk at N connections
      (bench/wrk_replay.lua), reading the workers' CPU time from /proc before and after;
   4. runs pgbench with the captured statements, 8 clients, for the same duration, mixing the
@@ -49,12 +49,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
-VENV_BIN = ROOT / ".venv" / "bin"
+# gunicorn and py-spy come from the virtualenv that runs this script (normally .venv), so that
+# running it with another venv's python measures that interpreter; the project's .venv otherwise.
+VENV_BIN = Path(sys.prefix) / "bin" if sys.prefix != sys.base_prefix else ROOT / ".venv" / "bin"
 PATH = "/api/v1/cashbacks"
 TARGET_RATIO = 0.30
 TARGET_P99_MS = 100.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SRC = ROOT  # the application code that runs: the working tree, or an export of --rev
+
+
+def interpreter() -> str:
+    """The Python that runs gunicorn, with how it was built: builds of one version differ in speed."""
+    import sysconfig
+
+    return f"{sys.executable} = {Path(sys.executable).resolve()}, {sys.version.split()[0]}, configured {sysconfig.get_config_var('CONFIG_ARGS') or '?'}"
+
+
+def worker_kind(threads: int) -> str:
+    return f"gthread, {threads} thread{'s' if threads > 1 else ''} each, keep-alive" if threads else "sync"
 
 
 def log(msg: str) -> None:
@@ -71,6 +84,9 @@ def parse_args() -> argparse.Namespace:
                    help="split each trial into K rounds of HTTP load then pgbench, duration/K each, added up (default 1: "
                         "all the HTTP load, then all of pgbench); on a machine whose speed drifts, both sides of the ratio "
                         "then see the same moments")
+    p.add_argument("--threads", type=int, default=0,
+                   help="gunicorn gthread workers with this many threads each, connections kept alive (default 0: sync "
+                        "workers, as the Procfile runs them)")
     p.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--warmup", type=int, default=5, help="seconds of warm-up load before each measurement (default 5)")
     p.add_argument("--pgbench-clients", type=int, default=8, help="pgbench clients for the ceiling (default 8)")
@@ -427,12 +443,16 @@ def _alive(pid: int) -> bool:
 
 
 class Gunicorn:
-    def __init__(self, workers: int, env: dict, logfile: Path, access_log: bool = False, app: str = "cezbek.wsgi"):
+    def __init__(self, workers: int, env: dict, logfile: Path, access_log: bool = False, app: str = "cezbek.wsgi",
+                 threads: int = 0):
         self.workers, self.port = workers, free_port()
+        # threads 0: sync workers (one request at a time, the connection closed after each); else
+        # gthread workers with that many threads, keeping connections open between requests.
+        worker_class = ["--worker-class", "gthread", "--threads", str(threads)] if threads else ["--worker-class", "sync"]
         self.log = logfile.open("w")
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "gunicorn"), app, "--config", str(BENCH / "gunicorn_bench.conf.py"),
-             "--worker-class", "sync", "--workers", str(workers), "--bind", f"127.0.0.1:{self.port}",
+             *worker_class, "--workers", str(workers), "--bind", f"127.0.0.1:{self.port}",
              *(["--access-logfile", "-"] if access_log else [])],
             cwd=SRC, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -576,11 +596,11 @@ def trial(n: int, workers: int, args, ctx: dict) -> dict:
     pg_pool_base = pool_base + 500_000 if args.slices > 1 else pool_base
     slice_s = args.duration / args.slices
     rng = random.Random(args.seed * 1000 + n)
-    log(f"\n== gunicorn -w {workers} (sync), wrk -c {args.connections} -t {args.wrk_threads}, {args.duration}s "
+    log(f"\n== gunicorn -w {workers} ({worker_kind(args.threads)}), wrk -c {args.connections} -t {args.wrk_threads}, {args.duration}s "
         f"(+{args.warmup}s warm-up)" + (f" in {args.slices} slices of {slice_s:g}s, each followed by {slice_s:g}s of pgbench"
                                          if args.slices > 1 else "")
         + f"; customers {msisdn_of(pool_base, 0)}..{msisdn_of(pool_base, args.customers - 1)}")
-    g = Gunicorn(workers, env, OUT / f"gunicorn-t{n}-w{workers}.log", access_log=args.access_log)
+    g = Gunicorn(workers, env, OUT / f"gunicorn-t{n}-w{workers}.log", access_log=args.access_log, threads=args.threads)
     slices = []
     try:
         g.wait_ready()
@@ -752,6 +772,7 @@ def main() -> int:
     env = bench_env(args, database_url)
     os.environ.update(env)
     code = select_source(args.rev)
+    log(f"interpreter: {interpreter()}")
     sys.path.insert(0, str(SRC))
     os.chdir(SRC)  # Celery's loader puts the working directory first on sys.path
     started = datetime.now(timezone.utc)
@@ -846,14 +867,14 @@ def main() -> int:
 
     tasks = queued_tasks(args.redis)
     summary = {
-        "started_utc": started.isoformat(timespec="seconds"), "code": code, "cpus": os.cpu_count(), "args": vars(args),
+        "started_utc": started.isoformat(timespec="seconds"), "code": code, "python": interpreter(), "cpus": os.cpu_count(), "args": vars(args),
         "sql_statements": {"new_customer": new.sql_count, "known_customer": known.sql_count},
         "queued_payout_tasks": tasks, "inprocess": inproc, "trials": results, "profile": profile, "cpu_probe": cpu_probe,
     }
     result_file = OUT / f"results-{run_id}.json"
     result_file.write_text(json.dumps(summary, indent=2, default=str))
 
-    log("\n== summary (POST /api/v1/cashbacks, gunicorn sync workers, DEBUG off, PostgreSQL + Redis on this machine)")
+    log(f"\n== summary (POST /api/v1/cashbacks, gunicorn {worker_kind(args.threads)} workers, DEBUG off, PostgreSQL + Redis on this machine)")
     log(f"{'workers':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} {'pgbench tps':>11} {'ratio':>6} "
         f"{'worker CPU ms/req':>17} {'DB CPU ms/req':>13} {'other CPU-s (HTTP/pgbench)':>26}")
     for r in results:
