@@ -9,9 +9,10 @@ One run:
      Redis DB 14 (cache, replay guard, rate limit and Celery broker) is flushed;
   2. captures the SQL of one POST for a new customer and one for a known customer (in-process,
      same settings) and writes them as pgbench scripts (bench/sqlcapture.py);
-  3. for each worker count: starts gunicorn (sync workers, or gthread with --threads; DEBUG off), pre-signs unique requests
-     right before the load, warms up, then drives it with wrk at N connections
-     (bench/wrk_replay.lua), reading the workers' CPU time from /proc before and after;
+  3. for each worker count: starts gunicorn (sync workers, or gthread ones with --threads; DEBUG
+     off), pre-signs unique requests right before the load, warms up, then drives it with wrk at
+     N connections (bench/wrk_replay.lua), reading the workers' CPU time from /proc before and
+     after;
   4. runs pgbench with the captured statements, 8 clients, for the same duration, mixing the
      new- and known-customer scripts in the proportion the HTTP run had: the ceiling;
   5. prints req/s, p50, p99, non-2xx, pgbench tps, the ratio, CPU per request.
@@ -85,8 +86,8 @@ def parse_args() -> argparse.Namespace:
                         "all the HTTP load, then all of pgbench); on a machine whose speed drifts, both sides of the ratio "
                         "then see the same moments")
     p.add_argument("--threads", type=int, default=0,
-                   help="gunicorn gthread workers with this many threads each, connections kept alive (default 0: sync "
-                        "workers, as the Procfile runs them)")
+                   help="the trials' gunicorn: gthread workers with this many threads each, connections kept alive "
+                        "(default 0: sync workers, as the Procfile runs them); --profile and --cpu-probe always use sync workers")
     p.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--warmup", type=int, default=5, help="seconds of warm-up load before each measurement (default 5)")
     p.add_argument("--pgbench-clients", type=int, default=8, help="pgbench clients for the ceiling (default 8)")
