@@ -223,6 +223,10 @@ def email_enqueue(*, notification_id: int, countdown: float | None = None, retry
         logger.exception("could not queue email %s; it stays PENDING (wallets.emails_send_stranded or the admin's 'send again' queues it)", notification_id)
 
 
+# Older PENDING emails are left to an operator (the admin's "send again").
+STRANDED_EMAIL_MAX_AGE = timedelta(days=3)
+
+
 def emails_send_stranded(*, limit: int = 500) -> int:
     """Queues the PENDING emails nobody is coming back to: those whose queueing failed (a broker
     outage) or whose retry message was lost. Returns how many it queued.
@@ -250,10 +254,6 @@ def emails_send_stranded(*, limit: int = 500) -> int:
     if claimed:
         logger.warning("queued %d stranded PENDING emails", len(claimed))
     return len(claimed)
-
-
-# Older PENDING emails are left to an operator (the admin's "send again").
-STRANDED_EMAIL_MAX_AGE = timedelta(days=3)
 
 
 # Errors SES answers for a moment (throttling, its own trouble): worth another try.
