@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Model
 
 
@@ -28,8 +28,7 @@ def insert_ignore_parts(instance: Model, *, unique: tuple[str, ...]) -> tuple[st
     """An INSERT of a new instance that does nothing when a row with the same `unique` columns
     exists (they must carry a unique constraint), and its parameters."""
     head, values = insert_parts(instance)
-    target = ", ".join(connection.ops.quote_name(column) for column in unique)
-    return f"{head} {_values_clause(type(instance))} ON CONFLICT ({target}) DO NOTHING", values
+    return f"{head} {_values_clause(type(instance))} ON CONFLICT ({_conflict_target(unique)}) DO NOTHING", values
 
 
 def insert_parts(instance: Model) -> tuple[str, list]:
@@ -43,16 +42,17 @@ def run_together(statements: list[tuple[str, list]]) -> list[list[tuple]]:
     returns none). On PostgreSQL in one round trip: one query string, its results read one after
     the other (each statement still sees what committed before it started)."""
     with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
+        if not on_postgresql():
             results = []
             for text, params in statements:
                 cursor.execute(text, params)
                 results.append(cursor.fetchall() if cursor.description else [])
             return results
         cursor.execute("; ".join(text for text, _ in statements), [p for _, params in statements for p in params])
-        results = [cursor.fetchall() if cursor.description else []]
+        # rownumber is None for a result without rows (an INSERT): cheaper than building cursor.description
+        results = [cursor.fetchall() if cursor.rownumber is not None else []]
         while cursor.nextset():
-            results.append(cursor.fetchall() if cursor.description else [])
+            results.append(cursor.fetchall() if cursor.rownumber is not None else [])
     return results
 
 
@@ -60,7 +60,7 @@ def saved(instance: Model, pk) -> None:
     """Marks an instance inserted by hand as saved, with its new primary key."""
     instance.pk = pk
     instance._state.adding = False
-    instance._state.db = connection.alias
+    instance._state.db = DEFAULT_DB_ALIAS  # `connection` is the default database's
 
 
 def update(instance: Model, fields: list[str]) -> None:
@@ -92,7 +92,7 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
     `WITH` clause, its linked columns read from the clause that inserted their row. Elsewhere
     (SQLite) it is one statement per row, as `insert` and `update` would run them.
     """
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         for row in rows:
             _link(row)
             insert(row.instance)
@@ -133,6 +133,17 @@ def _link(row: Row) -> None:
 # The statements' texts depend only on the models (and a chain's shape): built once per process.
 
 
+@functools.cache
+def on_postgresql() -> bool:
+    """Whether the default database is PostgreSQL (read once: `connection` is a proxy, each lookup costs)."""
+    return connection.vendor == "postgresql"
+
+
+@functools.cache
+def _conflict_target(unique: tuple[str, ...]) -> str:
+    return ", ".join(connection.ops.quote_name(column) for column in unique)
+
+
 def _values(instance: Model, fields, plains, *, add: bool) -> list:
     """Each field's value as `save()` would send it: `pre_save`, then `get_db_prep_save` — except
     where the driver sends the same SQL literal without it (on PostgreSQL: None, and a value of the
@@ -165,7 +176,7 @@ PLAIN_TYPES = {
 def _plain_type(f) -> type | None:
     """The type whose values `f.get_db_prep_save` returns unchanged on PostgreSQL, if any: Django's
     own field classes only (a custom field may prepare its values in its own way)."""
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         return None
     target = f.target_field if f.is_relation else f  # a foreign key's column holds its target's values
     if not all(type(x).__module__.startswith("django.db.models.") for x in (f, target)):

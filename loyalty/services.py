@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.db.models import F
 
 from cezbek import sql
@@ -139,7 +139,7 @@ def loyalty_states_read(rows) -> dict[str, LoyaltyState]:
             for index, column, converters in converting:
                 for convert in converters:
                     row[index] = convert(row[index], column, connection)
-        state = LoyaltyState.from_db(connection.alias, STATE_COLUMNS, row)
+        state = LoyaltyState.from_db(DEFAULT_DB_ALIAS, STATE_COLUMNS, row)
         states[state.msisdn] = state
     return states
 

@@ -138,7 +138,7 @@ def velocity_statements(*, msisdn: str, now: datetime) -> list[tuple[str, list]]
         f"SELECT COALESCE(SUM(amount), 0) FROM {PAYOUTS} WHERE msisdn = %s AND created_at >= %s AND status NOT IN (%s, %s)",
         [msisdn, _value(velocity_window_start(now)), S.FAILED, S.CANCELLED],
     )
-    if connection.vendor != "postgresql":
+    if not sql.on_postgresql():
         return [window]
     return [("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [VELOCITY_LOCK, msisdn]), window]
 
