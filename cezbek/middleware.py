@@ -30,7 +30,7 @@ from django.dispatch import receiver
 from cezbek import logs, metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
-REQUEST_ID_META = "HTTP_X_REQUEST_ID"
+REQUEST_ID_META = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")  # its name in META (WSGI)
 PARTNER_API_PREFIX = "/api/v1/"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+/@-]{0,127}")
 
@@ -49,8 +49,8 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        # From META, the header's WSGI name: `request.headers` would be built for this read alone
-        # (nothing else on the partner API's path needs it).
+        # From META: `request.headers` would be built for this read alone (nothing else on the
+        # partner API's path needs it).
         request.request_id = request_id_for(request.META.get(REQUEST_ID_META))
         # Set until the response is closed (request_finished, below), not just while the middleware
         # chain runs: Django logs a 4xx/5xx response ("Unauthorized: /api/v1/cashbacks") after it.
