@@ -27,10 +27,20 @@ def _instances(partner, wallets, ladder):
 
 
 def _sent(values):
-    """What the driver sends for these parameters (on PostgreSQL, client-side binding: SQL literals)."""
+    """What the driver sends for these parameters on PostgreSQL, both ways `cezbek.sql` sends them:
+    bound on the client as SQL literals (Django's cursors), and bound on the server as each value's
+    text (`sql.insert_chain`)."""
     if connection.vendor != "postgresql":
         return [repr(v) for v in values]  # no shortcut there: the very values Django prepares
-    return [connection.ops.compose_sql("%s", [v]) for v in values]
+    from psycopg import Cursor
+    from psycopg.adapt import PyFormat, Transformer
+
+    connection.ensure_connection()
+    server = Transformer.from_context(Cursor(connection.connection))
+    return [
+        (connection.ops.compose_sql("%s", [v]), None if v is None else bytes(server.get_dumper(v, PyFormat.TEXT).dump(v)))
+        for v in values
+    ]
 
 
 def _prepared(instance, fields):
@@ -99,7 +109,7 @@ def test_nulls_written_into_the_text_where_the_values_are_none():
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="one chain statement on PostgreSQL only")
-def test_purchase_chain_sends_few_enough_parameters_for_the_driver_to_cache_its_parsing(partner, wallets, ladder):
+def test_purchase_chain_is_bound_on_the_server_with_few_enough_parameters_for_the_driver_to_cache_its_parsing(partner, wallets, ladder):
     # psycopg re-parses a query with more than 50 parameters, or longer than 4096 characters, on
     # every execution (psycopg/_queries.py); a purchase's chain keeps under that by writing its None
     # values (about ten) as NULL.
@@ -114,12 +124,16 @@ def test_purchase_chain_sends_few_enough_parameters_for_the_driver_to_cache_its_
     sent = []
 
     def spy(execute, text, params, many, context):
-        sent.append((text, params))
-        return execute(text, params, many, context)
+        result = execute(text, params, many, context)
+        sent.append((text, params, context["cursor"].cursor._query))
+        return result
 
     with connection.execute_wrapper(spy):
         sql.insert_chain(rows, updates=[(state, ["tier", "count", "entered_at", "expires_at", "updated_at"])])
-    [(text, params)] = sent
+    [(text, params, query)] = sent
+    # bound on the server: the statement went with $n placeholders, the values apart from it
+    assert query.query.startswith(b"WITH r0 AS (INSERT") and b"$1," in query.query and b"'628118770510'" not in query.query
+    assert len(query.params) == len(params) and b"628118770510" in query.params
     assert None not in params and text.count("NULL") >= 8  # tier_expires_at, the payout's provider and fees, the event's actor…
     assert len(params) <= _queries.MAX_CACHED_STATEMENT_PARAMS and len(text) <= _queries.MAX_CACHED_STATEMENT_LENGTH
     stored = Payout.objects.get(pk=payout.pk)
@@ -143,3 +157,18 @@ def test_the_statement_caches_hold_each_fields_plain_type_in_step_with_the_field
     assert "transaction_id" not in {f.attname for f in rows[1][0]}  # linked: written from r0, not a parameter
     if connection.vendor == "postgresql":
         assert {sql._plain_type(f) for f in rows[1][0]} >= {str, Decimal, datetime}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="one chain statement on PostgreSQL only")
+def test_a_chain_bound_on_the_server_raises_djangos_integrity_error(partner, wallets, ladder):
+    # transaction_record tells a repeated purchase (or a kezbek_ref drawn twice) by Django's
+    # IntegrityError: the server-binding cursor must raise it as connection.cursor()'s do, and
+    # leave nothing of the chain behind
+    from django.db import IntegrityError, transaction
+
+    txn, _ = _instances(partner, wallets, ladder)
+    sql.insert_chain([sql.Row(txn)])
+    again, payout = _instances(partner, wallets, ladder)  # the same partner_ref and kezbek_ref
+    with pytest.raises(IntegrityError), transaction.atomic():
+        sql.insert_chain([sql.Row(again), sql.Row(payout, links={"transaction_id": again})])
+    assert Transaction.objects.filter(partner_ref="sql-1").count() == 1 and not Payout.objects.filter(transaction__partner_ref="sql-1").exists()
