@@ -105,7 +105,7 @@ def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:
         plan = loyalty_purchase_plan(ladder=ladder, state=state, now=now)
         txn = transaction_new(partner=partner, purchase=purchase, wallet=wallet, after=plan.after, reward=plan.reward, now=now)
         # The document shows the tier's name: attach the tier we already know instead of a query.
-        Transaction.tier.field.set_cached_value(txn, TierLevel(id=plan.after.rung.id, name=plan.after.rung.name, rank=plan.after.rung.rank))
+        Transaction.tier.field.set_cached_value(txn, sql.new(TierLevel, id=plan.after.rung.id, name=plan.after.rung.name, rank=plan.after.rung.rank))
         journey, state_update = loyalty_plan_writes(plan=plan, transaction=txn)
         payout = payout_writes(transaction_obj=txn, amount=txn.total, now=now, window_total=velocity_total(window)) if txn.total > 0 else []
         sql.insert_chain([sql.Row(txn), *journey, *payout], updates=[state_update])
@@ -118,7 +118,8 @@ def transaction_new(*, partner, purchase: Purchase, wallet, after: Standing, rew
     """The unsaved transaction of an accepted purchase: its rule's cashback plus the loyalty reward."""
     rule = cashback_rule_matching(partner=partner, quantity=purchase.quantity, amount=purchase.amount, at=now)
     cashback = cashback_compute(amount=purchase.amount, percentage=rule.percentage, cap=rule.max_cashback) if rule else ZERO
-    return Transaction(
+    return sql.new(
+        Transaction,
         kezbek_ref=kezbek_ref_new(),
         partner=partner,
         partner_ref=purchase.partner_ref,

@@ -63,8 +63,8 @@ def loyalty_state_lock(*, ladder: rules.Ladder, partner_id: int, msisdn: str, no
 def loyalty_state_new(*, ladder: rules.Ladder, partner_id: int, msisdn: str, now: datetime) -> LoyaltyState:
     """The unsaved state of a customer's first purchase: the entry tier, count 0."""
     begin = rules.start(ladder, now)
-    return LoyaltyState(
-        partner_id=partner_id, msisdn=msisdn, tier_id=begin.rung.id, count=0, entered_at=begin.entered_at, expires_at=begin.expires_at
+    return sql.new(
+        LoyaltyState, partner_id=partner_id, msisdn=msisdn, tier_id=begin.rung.id, count=0, entered_at=begin.entered_at, expires_at=begin.expires_at
     )
 
 
@@ -85,7 +85,8 @@ def standing_apply(state: LoyaltyState, after: rules.Standing) -> None:
 def journey_entries(*, state: LoyaltyState, steps: list[rules.Step], transaction_id: int) -> list[JourneyEntry]:
     """One unsaved journey entry per step of a purchase; a demotion belongs to no transaction."""
     return [
-        JourneyEntry(
+        sql.new(
+            JourneyEntry,
             state=state,
             transaction_id=transaction_id if step.reason != "DEMOTED" else None,
             reason=step.reason,

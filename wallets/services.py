@@ -88,7 +88,8 @@ def payout_announce(rows: list[sql.Row], *, kezbek_ref: str) -> Payout:
 def payout_new(*, transaction_obj, amount: Decimal, now: datetime, window_total: Decimal) -> Payout:
     """The unsaved payout of a purchase: HELD and flagged when it takes the window over the velocity limit."""
     held = window_total + amount > settings.CEZBEK_VELOCITY_LIMIT
-    return Payout(
+    return sql.new(
+        Payout,
         transaction=transaction_obj,
         wallet_id=transaction_obj.wallet_id,
         msisdn=transaction_obj.msisdn,
@@ -261,7 +262,7 @@ def _value(value):
 
 
 def _event(payout_id: int, from_status: str, to_status: str, note: str, actor) -> PayoutEvent:
-    return PayoutEvent(payout_id=payout_id, from_status=from_status, to_status=to_status, note=note[:2000], actor=actor)
+    return sql.new(PayoutEvent, payout_id=payout_id, from_status=from_status, to_status=to_status, note=note[:2000], actor=actor)
 
 
 def _remember(payout: Payout, fields: dict) -> None:

@@ -172,3 +172,53 @@ def test_a_chain_bound_on_the_server_raises_djangos_integrity_error(partner, wal
     with pytest.raises(IntegrityError), transaction.atomic():
         sql.insert_chain([sql.Row(again), sql.Row(payout, links={"transaction_id": again})])
     assert Transaction.objects.filter(partner_ref="sql-1").count() == 1 and not Payout.objects.filter(transaction__partner_ref="sql-1").exists()
+
+
+def _same_instance(made, expected, *, unsaved=None):
+    """Two unsaved instances hold the same values, the same related instances cached, the same state;
+    `unsaved`: a relation whose cached instances are two unsaved twins (equal only to themselves)."""
+    values = {k: v for k, v in vars(made).items() if k != "_state"}
+    assert values == {k: v for k, v in vars(expected).items() if k != "_state"}
+    assert {k: type(v) for k, v in values.items()} == {k: type(v) for k, v in vars(expected).items() if k != "_state"}
+    assert made._state.adding is expected._state.adding is True and made._state.db == expected._state.db
+    made_cache, expected_cache = dict(made._state.fields_cache), dict(expected._state.fields_cache)
+    if unsaved:
+        twins = made_cache.pop(unsaved), expected_cache.pop(unsaved)
+        assert twins[0] is not twins[1] and vars(twins[0]).keys() == vars(twins[1]).keys()
+        assert twins[0]._state.db == twins[1]._state.db
+    assert made_cache == expected_cache
+
+
+def test_new_makes_the_instance_the_keyword_constructor_makes(partner, wallets, ladder):
+    txn, _ = _instances(partner, wallets, ladder)
+    tier = ladder["BRONZE"]
+    given = {  # as the purchase path gives them: relations by instance or by id, fields left out, None
+        Transaction: dict(kezbek_ref="KZNEW", partner=partner[0], partner_ref="n-1", msisdn="628118770510", quantity=1,
+                          amount=Decimal("10.00"), wallet=wallets["LSAJA"], rule=None, cashback=Decimal("0.10"),
+                          reward=Decimal("0.00"), total=Decimal("0.10"), tier_id=tier.id, tier_count=1, created_at=MOMENT),
+        LoyaltyState: dict(partner_id=partner[0].id, msisdn="628118770510", tier_id=tier.id, count=0, entered_at=MOMENT, expires_at=None),
+        JourneyEntry: dict(state=LoyaltyState(id=7), transaction_id=None, reason="PURCHASE", tier_before_id=tier.id,
+                           tier_after_id=tier.id, count=1, reward=Decimal("0.00"), expires_at=None, created_at=MOMENT),
+        PayoutEvent: dict(payout_id=None, from_status="", to_status="PENDING", note="created", actor=None),
+        type(tier): dict(id=tier.id, name=tier.name, rank=tier.rank),
+    }
+    for model, values in given.items():
+        _same_instance(sql.new(model, **values), model(**values))
+    # a one-to-one given by instance: cached both ways, as its descriptor does (the purchase's
+    # document reads txn.payout without a query); mutable defaults are fresh per instance
+    made = sql.new(Payout, transaction=txn, wallet_id=txn.wallet_id, msisdn=txn.msisdn, amount=txn.total, status="PENDING", created_at=MOMENT)
+    assert txn.payout is made and made.transaction is txn
+    other, _ = _instances(partner, wallets, ladder)
+    expected = Payout(transaction=other, wallet_id=txn.wallet_id, msisdn=txn.msisdn, amount=txn.total, status="PENDING", created_at=MOMENT)
+    assert other.payout is expected
+    _same_instance(made, expected, unsaved="transaction")
+    assert made.flags == [] and made.flags is not sql.new(Payout).flags
+
+
+def test_new_refuses_what_the_keyword_constructor_refuses(wallets):
+    with pytest.raises(TypeError, match="unexpected field.*colour"):
+        sql.new(Payout, msisdn="628118770510", colour="red")
+    with pytest.raises(ValueError, match="wallet must be a Wallet"):
+        sql.new(Payout, wallet=wallets["LSAJA"].id)
+    with pytest.raises(ValueError):  # Django's own refusal, for comparison
+        Payout(wallet=wallets["LSAJA"].id)
