@@ -169,12 +169,14 @@ def payout_enqueue(*, payout_id: int, countdown: float = 0, resolve: bool = Fals
     With CEZBEK_PAYOUT_GATHER_SECONDS, new payouts are first gathered in this process and queued
     several to a message, from a background thread (`NEW_PAYOUTS`), unless tasks run eagerly.
     """
+    from cezbek.celery import app
     from wallets.tasks import payout_deliver, payout_resolve, payouts_deliver
 
     if resolve:
         task, kwargs = payout_resolve, None
     elif hint:
-        if settings.CEZBEK_PAYOUT_GATHER_SECONDS > 0 and not payouts_deliver.app.conf.task_always_eager:
+        # The app itself, not through the task's proxy (which finds the current app's task on every read).
+        if settings.CEZBEK_PAYOUT_GATHER_SECONDS > 0 and not app.conf.task_always_eager:
             NEW_PAYOUTS.add((payout_id, hint, logs.request_id.get()))
             return
         task, kwargs = payouts_deliver, {"hint": hint}
