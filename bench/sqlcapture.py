@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import psycopg
 from django.conf import settings
 from django.db import connection
 from django.test import Client
@@ -117,10 +116,7 @@ def capture_post(*, label: str, key_id: str, secret: str, payload: dict) -> Capt
                 used, rest = rest[: piece.count("%s")], rest[piece.count("%s"):]
                 statements.append(Statement(sql=connection.ops.compose_sql(piece, used), in_atomic=in_atomic, group=group))
             return result
-        if isinstance(context["cursor"].cursor, psycopg.ClientCursor):
-            text = connection.ops.last_executed_query(context["cursor"].cursor, sql, params)
-        else:  # a server-binding cursor (sql.insert_chain): its query holds $1…, the values went apart
-            text = connection.ops.compose_sql(sql, params)
+        text = connection.ops.last_executed_query(context["cursor"].cursor, sql, params)
         if text is None:
             raise RuntimeError(f"could not read the executed text of {sql[:120]}")
         statements.append(Statement(sql=text, in_atomic=in_atomic))

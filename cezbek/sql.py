@@ -134,8 +134,7 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
     sets every new instance's primary key and linked columns.
 
     On PostgreSQL this is one statement, whatever the number of rows: each row a data-modifying
-    `WITH` clause, its linked columns read from the clause that inserted their row; its values are
-    bound on the server (`_server_bound_cursor`). Elsewhere
+    `WITH` clause, its linked columns read from the clause that inserted their row. Elsewhere
     (SQLite) it is one statement per row, as `insert` and `update` would run them.
     """
     if not on_postgresql():
@@ -157,26 +156,13 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
     for (instance, _), (fields, plains) in zip(updates, update_fields, strict=True):
         values.extend([*_values(instance, fields, plains, add=False), instance.pk])
     nulls = tuple(n for n, value in enumerate(values) if value is None)
-    with _server_bound_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(_nulls_written(text, nulls, len(values)), [value for value in values if value is not None])
         new_ids = cursor.fetchone()
     for row, pk in zip(rows, new_ids, strict=True):
         saved(row.instance, pk)
     for row in rows:
         _link(row)
-
-
-def _server_bound_cursor():
-    """A cursor of the default database that sends its parameters apart from the statement (psycopg's
-    `Cursor`, Django's `ServerBindingCursor`), for one statement with many values: Django's cursors
-    bind on the client, writing each value into the text as a quoted literal, which costs the
-    worker more than PostgreSQL's binding costs the server. Wrapped as `connection.cursor()` wraps
-    its own (database errors as Django's, execute wrappers, query logging)."""
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
-    connection.ensure_connection()
-    cursor = ServerBindingCursor(connection.connection)
-    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
 def _link(row: Row) -> None:
@@ -281,9 +267,9 @@ def _update_head(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple
 @functools.lru_cache(maxsize=256)
 def _nulls_written(text: str, nulls: tuple[int, ...], count: int) -> str:
     """`text`, whose `count` parameters are its `%s`, with those at positions `nulls` written as
-    NULL.
+    NULL, as psycopg would send them.
 
-    The rows are the same either way, but psycopg caches its parsing of a query only for 50
+    The driver sends the same bytes either way, but it caches its parsing of a query only for 50
     parameters or fewer: a purchase's chain has about 50 values, of which about ten are None.
     """
     parts = text.split("%s")
