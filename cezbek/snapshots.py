@@ -15,7 +15,9 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.signals import setting_changed
 from django.db import transaction
+from django.dispatch import receiver
 
 T = TypeVar("T")
 VERSION_KEY = "config-version"
@@ -25,6 +27,9 @@ _values: dict[str, object] = {}
 _generation = 0  # bumped on every drop, so a load that raced with a change is not kept
 _shared_version = None
 _checked_at = 0.0
+# CEZBEK_CONFIG_CACHE_SECONDS, read once: a purchase asks several times, and each read of a
+# setting goes through LazySettings' Python-level __getattribute__.
+_check_every: float | None = None
 
 
 def _drop() -> None:
@@ -50,16 +55,25 @@ def config_changed(**_) -> None:
 
 def reset() -> None:
     """Forget everything (tests)."""
-    global _shared_version, _checked_at
+    global _shared_version, _checked_at, _check_every
     _drop()
-    _shared_version, _checked_at = None, 0.0
+    _shared_version, _checked_at, _check_every = None, 0.0, None
+
+
+@receiver(setting_changed)
+def _setting_changed(*, setting: str, **_) -> None:
+    global _check_every
+    if setting == "CEZBEK_CONFIG_CACHE_SECONDS":
+        _check_every = None
 
 
 def cached(name: str, load: Callable[[], T]) -> T:
     """The process's copy of `name`, loaded by `load()` when missing or outdated. None is never kept."""
-    global _shared_version, _checked_at
+    global _shared_version, _checked_at, _check_every
+    if _check_every is None:
+        _check_every = settings.CEZBEK_CONFIG_CACHE_SECONDS
     now = time.monotonic()
-    if now - _checked_at >= settings.CEZBEK_CONFIG_CACHE_SECONDS:
+    if now - _checked_at >= _check_every:
         version = cache.get(VERSION_KEY)
         if version != _shared_version:
             _drop()
