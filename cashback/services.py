@@ -108,7 +108,7 @@ def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:
         Transaction.tier.field.set_cached_value(txn, sql.new(TierLevel, id=plan.after.rung.id, name=plan.after.rung.name, rank=plan.after.rung.rank))
         journey, state_update = loyalty_plan_writes(plan=plan, transaction=txn)
         payout = payout_writes(transaction_obj=txn, amount=txn.total, now=now, window_total=velocity_total(window)) if txn.total > 0 else []
-        sql.insert_chain([sql.Row(txn), *journey, *payout], updates=[state_update])
+        sql.insert_chain([sql.Row(txn), *journey, *payout], updates=[state_update], now=now)
         if payout:
             payout_announce(payout, kezbek_ref=txn.kezbek_ref)
     return txn

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection, router
 from django.db.models import DEFERRED, Model
+from django.utils import timezone
 
 M = TypeVar("M", bound=Model)
 
@@ -80,7 +81,7 @@ def insert_ignore_parts(instance: Model, *, unique: tuple[str, ...]) -> tuple[st
 def insert_parts(instance: Model) -> tuple[str, list]:
     """`INSERT INTO table (columns)` for a new instance, and its column values in that order."""
     head, fields, plains = _insert_head(type(instance))
-    return head, _values(instance, fields, plains, add=True)
+    return head, _values(instance, fields, plains, add=True, now=timezone.now())
 
 
 def run_together(statements: list[tuple[str, list]]) -> list[list[tuple]]:
@@ -95,10 +96,14 @@ def run_together(statements: list[tuple[str, list]]) -> list[list[tuple]]:
                 results.append(cursor.fetchall() if cursor.description else [])
             return results
         cursor.execute("; ".join(text for text, _ in statements), [p for _, params in statements for p in params])
-        # rownumber is None for a result without rows (an INSERT): cheaper than building cursor.description
-        results = [cursor.fetchall() if cursor.rownumber is not None else []]
-        while cursor.nextset():
-            results.append(cursor.fetchall() if cursor.rownumber is not None else [])
+        # The driver's cursor itself: Django's wrapper reaches each of its attributes through a
+        # failed lookup and a __getattr__. rownumber is None for a result without rows (an INSERT):
+        # cheaper than building cursor.description.
+        raw = cursor.cursor
+        with cursor.db.wrap_database_errors:
+            results = [raw.fetchall() if raw.rownumber is not None else []]
+            while raw.nextset():
+                results.append(raw.fetchall() if raw.rownumber is not None else [])
     return results
 
 
@@ -118,7 +123,7 @@ def update(instance: Model, fields: list[str]) -> None:
 def update_parts(instance: Model, fields: list[str]) -> tuple[str, list]:
     """The UPDATE statement of some fields of a saved instance, and its parameters."""
     text, targets, plains = _update_head(type(instance), tuple(fields))
-    return text, [*_values(instance, targets, plains, add=False), instance.pk]
+    return text, [*_values(instance, targets, plains, add=False, now=timezone.now()), instance.pk]
 
 
 @dataclass
@@ -130,9 +135,10 @@ class Row:
     links: dict[str, Model] = field(default_factory=dict)
 
 
-def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()) -> None:
+def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = (), now: datetime | None = None) -> None:
     """INSERTs rows that refer to each other's new ids, in order, and UPDATEs saved instances;
-    sets every new instance's primary key and linked columns.
+    sets every new instance's primary key and linked columns. `now`: the instant the rows'
+    auto_now and auto_now_add fields take (on PostgreSQL; by default the clock's, read once).
 
     On PostgreSQL this is one statement, whatever the number of rows: each row a data-modifying
     `WITH` clause, its linked columns read from the clause that inserted their row. Elsewhere
@@ -151,15 +157,17 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
         tuple((type(instance), tuple(fields)) for instance, fields in updates),
     )
     text, row_fields, update_fields = _chain_statement(shape)
+    now = now or timezone.now()  # one instant for the whole statement's auto_now fields
     values = []
     for row, (fields, plains) in zip(rows, row_fields, strict=True):
-        values.extend(_values(row.instance, fields, plains, add=True))
+        values.extend(_values(row.instance, fields, plains, add=True, now=now))
     for (instance, _), (fields, plains) in zip(updates, update_fields, strict=True):
-        values.extend([*_values(instance, fields, plains, add=False), instance.pk])
+        values.extend([*_values(instance, fields, plains, add=False, now=now), instance.pk])
     nulls = tuple(n for n, value in enumerate(values) if value is None)
     with connection.cursor() as cursor:
         cursor.execute(_nulls_written(text, nulls, len(values)), [value for value in values if value is not None])
-        new_ids = cursor.fetchone()
+        with cursor.db.wrap_database_errors:
+            new_ids = cursor.cursor.fetchone()  # the driver's own, as in run_together
     for row, pk in zip(rows, new_ids, strict=True):
         saved(row.instance, pk)
     for row in rows:
@@ -196,16 +204,22 @@ def _conflict_target(unique: tuple[str, ...]) -> str:
     return ", ".join(connection.ops.quote_name(column) for column in unique)
 
 
-def _values(instance: Model, fields, plains, *, add: bool) -> list:
+def _values(instance: Model, fields, plains, *, add: bool, now: datetime) -> list:
     """Each field's value as `save()` would send it: `pre_save`, then `get_db_prep_save` — except
     where the driver sends the same SQL literal without it (on PostgreSQL: None, and a value of the
     field's own plain type, an aware datetime for a DateTimeField, a finite Decimal), which a purchase's seventy-odd
     values mostly are. `plains`: the fields' `_plain_type`s, as the statement caches below hold
     them (looking a field up each time costs a Python-level hash and comparison).
+    A DateTimeField's auto_now and auto_now_add take `now`, what its `pre_save` does with
+    `timezone.now()`, so that one statement's rows carry one instant (and the clock is read once).
     `cezbek/tests/test_sql.py` holds the two equal."""
     values = []
     for f, plain in zip(fields, plains, strict=True):
-        value = f.pre_save(instance, add)
+        if plain is datetime and not f.is_relation and (f.auto_now or (add and f.auto_now_add)):
+            value = now
+            setattr(instance, f.attname, now)
+        else:
+            value = f.pre_save(instance, add)
         if value is not None and (
             plain is None
             or type(value) is not plain

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from cashback.models import Transaction
 from cezbek import sql
@@ -35,7 +36,7 @@ def _sent(values):
 
 def _prepared(instance, fields):
     """`sql._values` of a new instance, for any fields (the statement caches hold their plain types)."""
-    return sql._values(instance, fields, [sql._plain_type(f) for f in fields], add=True)
+    return sql._values(instance, fields, [sql._plain_type(f) for f in fields], add=True, now=MOMENT)
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the shortcut exists on PostgreSQL only")
@@ -84,6 +85,34 @@ def test_insert_chain_writes_linked_rows_in_one_go(partner, wallets, ladder, dja
     assert payout.transaction_id == txn.pk and event.payout_id == payout.pk
     with django_assert_num_queries(0):
         assert payout.transaction is txn
+
+
+def test_a_chains_auto_now_fields_take_one_instant(partner, wallets, ladder):
+    # what DateTimeField.pre_save does with the clock, with one reading for the whole statement
+    # (on PostgreSQL; SQLite's one statement per row goes through pre_save itself)
+    txn, payout = _instances(partner, wallets, ladder)
+    event = PayoutEvent(payout_id=None, from_status="", to_status="PENDING", note="created", actor=None)
+    state = LoyaltyState.objects.create(partner=partner[0], msisdn="628118770510", tier=txn.tier, count=0, entered_at=MOMENT)
+    state.count = 1
+    rows = [sql.Row(txn), sql.Row(payout, links={"transaction_id": txn}), sql.Row(event, links={"payout_id": payout})]
+    before = timezone.now()
+    sql.insert_chain(rows, updates=[(state, ["count", "updated_at"])])
+    stamps = {payout.updated_at, event.created_at, state.updated_at}
+    assert all(before <= stamp <= timezone.now() for stamp in stamps)
+    if connection.vendor == "postgresql":
+        assert len(stamps) == 1
+    assert payout.created_at == MOMENT  # not auto: as given
+    assert Payout.objects.get(pk=payout.pk).updated_at == payout.updated_at
+    assert PayoutEvent.objects.get(pk=event.pk).created_at == event.created_at
+    assert LoyaltyState.objects.get(pk=state.pk).updated_at == state.updated_at
+    # an instant given is the one taken
+    txn2, payout2 = _instances(partner, wallets, ladder)
+    txn2.kezbek_ref, txn2.partner_ref = "KZSQLTEST0000000000000001", "sql-2"
+    event2 = PayoutEvent(payout_id=None, from_status="", to_status="PENDING", note="created", actor=None)
+    sql.insert_chain([sql.Row(txn2), sql.Row(payout2, links={"transaction_id": txn2}), sql.Row(event2, links={"payout_id": payout2})], now=MOMENT)
+    if connection.vendor == "postgresql":
+        assert Payout.objects.get(pk=payout2.pk).updated_at == MOMENT == payout2.updated_at
+        assert PayoutEvent.objects.get(pk=event2.pk).created_at == MOMENT == event2.created_at
 
 
 def test_nulls_written_into_the_text_where_the_values_are_none():
