@@ -20,7 +20,10 @@ class SignedRequestAuthentication(BaseAuthentication):
     """Authenticates X-Cezbek-Key / -Timestamp / -Signature; request.user becomes the Partner."""
 
     def authenticate(self, request):
-        meta = request.META
+        # The Django request DRF wraps: DRF's Request hands each attribute it lacks (META, method,
+        # body…) on through a failed lookup and a __getattr__.
+        django_request = request._request
+        meta = django_request.META
         key_id = meta.get("HTTP_X_CEZBEK_KEY", "")
         timestamp = meta.get("HTTP_X_CEZBEK_TIMESTAMP", "")
         signature = meta.get("HTTP_X_CEZBEK_SIGNATURE", "")
@@ -46,10 +49,10 @@ class SignedRequestAuthentication(BaseAuthentication):
             )
         expected = signing.sign(
             secret=services.credential_secret_cached(credential=credential),
-            method=request.method,
-            path=request.get_full_path(),
+            method=django_request.method,
+            path=django_request.get_full_path(),
             timestamp=timestamp,
-            body=request.body,
+            body=django_request.body,
         )
         if not signing.signature_matches(expected=expected, given=signature):
             logger.warning("refused: bad signature from partner %s key %s…", partner.code, credential.key_prefix)
@@ -65,7 +68,7 @@ class SignedRequestAuthentication(BaseAuthentication):
             logger.warning("refused: replayed request from partner %s", partner.code)
             raise ReplayedRequest("This signature was already used.")
         # The rate limit is enforced by PartnerRateThrottle, after authentication, as DRF orders it.
-        request._request.cezbek_admission = admission
+        django_request.cezbek_admission = admission
         return partner, credential
 
     def authenticate_header(self, request):
