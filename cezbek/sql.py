@@ -29,24 +29,30 @@ def new(model: type[M], **values) -> M:
     A field is given by its attname (`wallet_id=`), or a relation by its name with the related
     instance (`wallet=`), which is then cached on the new instance (and, for a one-to-one, the new
     instance on it), their databases settled, as the relation's descriptor does; a field left out
-    takes its default.
+    takes its default. Only the fields given are visited: the rest come from the model's `_layout`
+    (a Payout, seven fields of eighteen given: 16.4 → 7.6 µs).
     `cezbek/tests/test_sql.py` holds the two ways equal.
     """
-    args, related = [], []
-    for f, attname, relation in _layout(model):
-        value = values.pop(attname, DEFERRED)
-        if value is not DEFERRED:
-            args.append(value)
-        elif relation is not None and relation in values:
-            target = values.pop(relation)
-            if target is not None and not isinstance(target, f.remote_field.model):
-                raise ValueError(f"{model.__name__}.{relation} must be a {f.remote_field.model.__name__} instance, not {target!r}")
-            args.append(None if target is None else getattr(target, f.target_field.attname))
-            related.append((f, target))
-        else:
-            args.append(DEFERRED if f.generated else f.get_default())
-    if values:
-        raise TypeError(f"{model.__name__}() got unexpected field(s): {', '.join(values)}")
+    slots, template, made = _layout(model)
+    args = list(template)
+    given, related = set(), []
+    for name, value in values.items():
+        try:
+            n, f, by_instance = slots[name]
+        except KeyError:
+            raise TypeError(f"{model.__name__}() got unexpected field(s): {name}") from None
+        if n in given:
+            raise TypeError(f"{model.__name__}() got {f.name} twice, by instance and by id")
+        given.add(n)
+        if by_instance:
+            if value is not None and not isinstance(value, f.remote_field.model):
+                raise ValueError(f"{model.__name__}.{name} must be a {f.remote_field.model.__name__} instance, not {value!r}")
+            related.append((f, value))
+            value = None if value is None else getattr(value, f.target_field.attname)
+        args[n] = value
+    for n, f in made:
+        if n not in given:
+            args[n] = f.get_default()
     instance = model(*args)
     for f, target in related:
         if target is not None:  # the databases, as the descriptor settles them
@@ -193,10 +199,29 @@ def on_postgresql() -> bool:
     return connection.vendor == "postgresql"
 
 
+_MADE = object()  # a _layout template slot whose default is made per instance
+
+
 @functools.cache
-def _layout(model: type[Model]) -> tuple[tuple, ...]:
-    """Each concrete field of the model in `__init__`'s positional order, its attname, and its name if it is a relation."""
-    return tuple((f, f.attname, f.name if f.is_relation else None) for f in model._meta.concrete_fields)
+def _layout(model: type[Model]) -> tuple[dict, tuple, tuple]:
+    """For `new`: where each field goes in `__init__`'s positional order, by attname and, for a
+    relation, by name (the slot, the field, whether given by instance); the arguments of an
+    instance given nothing, with the defaults that are values (a default that is not callable is
+    one object, shared by every instance, in Django too); and the slots whose default is made per
+    instance (a callable, a database default) with their fields."""
+    slots, template, made = {}, [], []
+    for n, f in enumerate(model._meta.concrete_fields):
+        slots[f.attname] = (n, f, False)
+        if f.is_relation:
+            slots[f.name] = (n, f, True)
+        if f.generated:
+            template.append(DEFERRED)
+        elif f.has_db_default() or (f.has_default() and callable(f.default)):
+            template.append(_MADE)
+            made.append((n, f))
+        else:
+            template.append(f.get_default())
+    return slots, tuple(template), tuple(made)
 
 
 @functools.cache

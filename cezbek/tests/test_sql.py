@@ -234,5 +234,7 @@ def test_new_refuses_what_the_keyword_constructor_refuses(wallets):
         sql.new(Payout, msisdn="628118770510", colour="red")
     with pytest.raises(ValueError, match="wallet must be a Wallet"):
         sql.new(Payout, wallet=wallets["LSAJA"].id)
+    with pytest.raises(TypeError, match="wallet twice"):  # Django would let the id win over the instance, silently
+        sql.new(Payout, wallet=wallets["LSAJA"], wallet_id=wallets["GPAID"].id)
     with pytest.raises(ValueError):  # Django's own refusal, for comparison
         Payout(wallet=wallets["LSAJA"].id)
