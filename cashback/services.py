@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from cashback.models import Transaction
@@ -97,10 +97,11 @@ def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:
     """
     now = timezone.now()
     ladder = loyalty_ladder()
-    with transaction.atomic():
+    # One cursor for both round trips: each cursor costs the driver and Django a setup.
+    with transaction.atomic(), connection.cursor() as cursor:
         state, window = loyalty_state_lock(
             ladder=ladder, partner_id=partner.pk, msisdn=purchase.msisdn, now=now,
-            then=velocity_statements(msisdn=purchase.msisdn, now=now),
+            then=velocity_statements(msisdn=purchase.msisdn, now=now), cursor=cursor,
         )
         plan = loyalty_purchase_plan(ladder=ladder, state=state, now=now)
         txn = transaction_new(partner=partner, purchase=purchase, wallet=wallet, after=plan.after, reward=plan.reward, now=now)
@@ -108,7 +109,7 @@ def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:
         Transaction.tier.field.set_cached_value(txn, sql.new(TierLevel, id=plan.after.rung.id, name=plan.after.rung.name, rank=plan.after.rung.rank))
         journey, state_update = loyalty_plan_writes(plan=plan, transaction=txn)
         payout = payout_writes(transaction_obj=txn, amount=txn.total, now=now, window_total=velocity_total(window)) if txn.total > 0 else []
-        sql.insert_chain([sql.Row(txn), *journey, *payout], updates=[state_update], now=now)
+        sql.insert_chain([sql.Row(txn), *journey, *payout], updates=[state_update], now=now, cursor=cursor)
         if payout:
             payout_announce(payout, kezbek_ref=txn.kezbek_ref)
     return txn

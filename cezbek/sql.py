@@ -6,6 +6,7 @@ decimals, JSON) applied exactly as `Model.save()` would — without the compilat
 sent: use them only for models that have no receivers.
 """
 
+import contextlib
 import functools
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,26 +91,29 @@ def insert_parts(instance: Model) -> tuple[str, list]:
     return head, _values(instance, fields, plains, add=True, now=timezone.now())
 
 
-def run_together(statements: list[tuple[str, list]]) -> list[list[tuple]]:
+def run_together(statements: list[tuple[str, list]], *, cursor=None) -> list[list[tuple]]:
     """Runs (sql, params) statements in order; returns each one's rows (none for a statement that
     returns none). On PostgreSQL in one round trip: one query string, its results read one after
-    the other (each statement still sees what committed before it started)."""
-    with connection.cursor() as cursor:
-        if not on_postgresql():
-            results = []
-            for text, params in statements:
-                cursor.execute(text, params)
-                results.append(cursor.fetchall() if cursor.description else [])
-            return results
-        cursor.execute("; ".join(text for text, _ in statements), [p for _, params in statements for p in params])
-        # The driver's cursor itself: Django's wrapper reaches each of its attributes through a
-        # failed lookup and a __getattr__. rownumber is None for a result without rows (an INSERT):
-        # cheaper than building cursor.description.
-        raw = cursor.cursor
-        with cursor.db.wrap_database_errors:
-            results = [raw.fetchall() if raw.rownumber is not None else []]
-            while raw.nextset():
-                results.append(raw.fetchall() if raw.rownumber is not None else [])
+    the other (each statement still sees what committed before it started).
+    `cursor`: a cursor of the default database to run them on, else one of their own."""
+    if cursor is None:
+        with connection.cursor() as cursor:
+            return run_together(statements, cursor=cursor)
+    if not on_postgresql():
+        results = []
+        for text, params in statements:
+            cursor.execute(text, params)
+            results.append(cursor.fetchall() if cursor.description else [])
+        return results
+    cursor.execute("; ".join(text for text, _ in statements), [p for _, params in statements for p in params])
+    # The driver's cursor itself: Django's wrapper reaches each of its attributes through a
+    # failed lookup and a __getattr__. rownumber is None for a result without rows (an INSERT):
+    # cheaper than building cursor.description.
+    raw = cursor.cursor
+    with cursor.db.wrap_database_errors:
+        results = [raw.fetchall() if raw.rownumber is not None else []]
+        while raw.nextset():
+            results.append(raw.fetchall() if raw.rownumber is not None else [])
     return results
 
 
@@ -141,10 +145,11 @@ class Row:
     links: dict[str, Model] = field(default_factory=dict)
 
 
-def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = (), now: datetime | None = None) -> None:
+def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = (), now: datetime | None = None, cursor=None) -> None:
     """INSERTs rows that refer to each other's new ids, in order, and UPDATEs saved instances;
     sets every new instance's primary key and linked columns. `now`: the instant the rows'
     auto_now and auto_now_add fields take (on PostgreSQL; by default the clock's, read once).
+    `cursor`: as for `run_together` (on PostgreSQL).
 
     On PostgreSQL this is one statement, whatever the number of rows: each row a data-modifying
     `WITH` clause, its linked columns read from the clause that inserted their row. Elsewhere
@@ -170,7 +175,7 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
     for (instance, _), (fields, plains) in zip(updates, update_fields, strict=True):
         values.extend([*_values(instance, fields, plains, add=False, now=now), instance.pk])
     nulls = tuple(n for n, value in enumerate(values) if value is None)
-    with connection.cursor() as cursor:
+    with contextlib.nullcontext(cursor) if cursor is not None else connection.cursor() as cursor:
         cursor.execute(_nulls_written(text, nulls, len(values)), [value for value in values if value is not None])
         with cursor.db.wrap_database_errors:
             new_ids = cursor.cursor.fetchone()  # the driver's own, as in run_together

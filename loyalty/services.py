@@ -44,10 +44,11 @@ def loyalty_ladder() -> rules.Ladder:
     return ladder
 
 
-def loyalty_state_lock(*, ladder: rules.Ladder, partner_id: int, msisdn: str, now: datetime, then: list[tuple[str, list]] = ()):
+def loyalty_state_lock(*, ladder: rules.Ladder, partner_id: int, msisdn: str, now: datetime, then: list[tuple[str, list]] = (), cursor=None):
     """Creates the customer's state at a first purchase, locks it until the transaction ends, then
     runs `then` (statements that need the lock held); returns the state and the rows of the last
-    of them. On PostgreSQL one round trip. Call inside atomic().
+    of them. On PostgreSQL one round trip (on `cursor` if given, see `sql.run_together`). Call
+    inside atomic().
 
     Two first purchases at once: one insert wins, the other's does nothing; both then lock the row.
     """
@@ -55,7 +56,7 @@ def loyalty_state_lock(*, ladder: rules.Ladder, partner_id: int, msisdn: str, no
         sql.insert_ignore_parts(loyalty_state_new(ladder=ladder, partner_id=partner_id, msisdn=msisdn, now=now), unique=("partner_id", "msisdn")),
         loyalty_states_lock_sql(partner_id=partner_id, msisdns=[msisdn]),
         *then,
-    ])
+    ], cursor=cursor)
     state = loyalty_states_read(results[1])[msisdn]
     return state, results[-1] if then else []
 
