@@ -8,14 +8,17 @@ sent: use them only for models that have no receivers.
 
 import contextlib
 import functools
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, router
 from django.db.models import DEFERRED, Model
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 M = TypeVar("M", bound=Model)
 
@@ -242,6 +245,12 @@ def _values(instance: Model, fields, plains, *, add: bool, now: datetime) -> lis
     them (looking a field up each time costs a Python-level hash and comparison).
     A DateTimeField's auto_now and auto_now_add take `now`, what its `pre_save` does with
     `timezone.now()`, so that one statement's rows carry one instant (and the clock is read once).
+
+    Some values go as text, the same bytes reaching the server (`_slot`): an aware datetime and
+    JSON, whose adapters cost psycopg more than their text (a Python-level adapter lookup for each
+    type in each statement, and JSON's adapter is Python), with the cast those adapters write
+    carried by the statement; a str subclass (a TextChoices member) as its str, which psycopg
+    sends anyway but looks up an adapter for each subclass.
     `cezbek/tests/test_sql.py` holds the two equal."""
     values = []
     for f, plain in zip(fields, plains, strict=True):
@@ -250,12 +259,23 @@ def _values(instance: Model, fields, plains, *, add: bool, now: datetime) -> lis
             setattr(instance, f.attname, now)
         else:
             value = f.pre_save(instance, add)
-        if value is not None and (
-            plain is None
-            or type(value) is not plain
-            or (plain is datetime and value.tzinfo is None)
-            or (plain is Decimal and not value.is_finite())  # Django refuses NaN and infinities
-        ):
+        if value is None:
+            pass
+        elif plain is None:
+            value = f.get_db_prep_save(value, connection)
+        elif plain is str:
+            if type(value) is not str:  # Django keeps a str subclass as it is: psycopg sends its text
+                value = str.__str__(value) if isinstance(value, str) else f.get_db_prep_save(value, connection)
+        elif plain is datetime:
+            if type(value) is not datetime or value.tzinfo is None:
+                value = f.get_db_prep_save(value, connection)
+            if type(value) is datetime and value.tzinfo is not None:
+                value = str(value)  # psycopg's text for it; `_slot` adds its ::timestamptz
+        elif plain is Jsonb:
+            value = f.get_db_prep_save(value, connection)
+            if type(value) is Jsonb:
+                value = (value.dumps or json.dumps)(value.obj)  # what psycopg's adapter writes; `_slot` adds ::jsonb
+        elif type(value) is not plain or (plain is Decimal and not value.is_finite()):  # Django refuses NaN and infinities
             value = f.get_db_prep_save(value, connection)
         values.append(value)
     return values
@@ -265,19 +285,40 @@ PLAIN_TYPES = {
     "AutoField": int, "BigAutoField": int, "IntegerField": int, "BigIntegerField": int, "SmallIntegerField": int,
     "PositiveIntegerField": int, "PositiveBigIntegerField": int, "PositiveSmallIntegerField": int,
     "CharField": str, "TextField": str, "BooleanField": bool, "DecimalField": Decimal, "DateTimeField": datetime,
+    "JSONField": Jsonb,  # not a plain type: values go through Django, then as their text (see `_values`)
 }
 
 
 @functools.cache
 def _plain_type(f) -> type | None:
     """The type whose values `f.get_db_prep_save` returns unchanged on PostgreSQL, if any: Django's
-    own field classes only (a custom field may prepare its values in its own way)."""
+    own field classes only (a custom field may prepare its values in its own way). A DateTimeField
+    only with USE_TZ (a naive datetime's literal is cast to timestamp, not timestamptz)."""
     if not on_postgresql():
         return None
     target = f.target_field if f.is_relation else f  # a foreign key's column holds its target's values
     if not all(type(x).__module__.startswith("django.db.models.") for x in (f, target)):
         return None
-    return PLAIN_TYPES.get(target.get_internal_type())
+    plain = PLAIN_TYPES.get(target.get_internal_type())
+    return None if plain is datetime and not settings.USE_TZ else plain
+
+
+CASTS = {datetime: "::timestamptz", Jsonb: "::jsonb"}
+
+
+@functools.cache
+def _slot(f) -> str:
+    """A field's parameter in a statement: `%s`, with the cast psycopg's adapter would have written
+    for a value `_values` sends as text."""
+    return "%s" + CASTS.get(_plain_type(f), "")
+
+
+def instant(value: datetime) -> tuple[str, object]:
+    """A datetime for hand-written SQL, as `_values` sends a DateTimeField's: its slot and its
+    parameter (on PostgreSQL, for an aware datetime, the text and the cast psycopg would write)."""
+    if on_postgresql() and settings.USE_TZ and type(value) is datetime and value.tzinfo is not None:
+        return "%s::timestamptz", str(value)
+    return "%s", connection.ops.adapt_datetimefield_value(value)
 
 
 @functools.cache
@@ -296,7 +337,7 @@ def _insert_head(model: type[Model]) -> tuple[str, tuple, tuple]:
 
 @functools.cache
 def _values_clause(model: type[Model]) -> str:
-    return f"VALUES ({', '.join(['%s'] * len(_insert_head(model)[1]))})"
+    return f"VALUES ({', '.join(_slot(f) for f in _insert_head(model)[1])})"
 
 
 @functools.cache
@@ -304,7 +345,7 @@ def _update_head(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple
     """The UPDATE statement of these fields by primary key, the fields, and their `_plain_type`s."""
     qn = connection.ops.quote_name
     targets = tuple(model._meta.get_field(name) for name in names)
-    columns = ", ".join(f"{qn(f.column)} = %s" for f in targets)
+    columns = ", ".join(f"{qn(f.column)} = {_slot(f)}" for f in targets)
     text = f"UPDATE {qn(model._meta.db_table)} SET {columns} WHERE {_pk_column(model)} = %s"
     return text, targets, tuple(_plain_type(f) for f in targets)
 
@@ -336,7 +377,7 @@ def _chain_statement(shape) -> tuple[str, tuple[tuple, ...], tuple[tuple, ...]]:
         linked = dict(links)
         head, fields, plains = _insert_head(model)
         slots = [
-            "%s" if f.attname not in linked else f"(SELECT {_pk_column(row_shapes[linked[f.attname]][0])} FROM r{linked[f.attname]})"
+            _slot(f) if f.attname not in linked else f"(SELECT {_pk_column(row_shapes[linked[f.attname]][0])} FROM r{linked[f.attname]})"
             for f in fields
         ]
         clauses.append(f"r{n} AS ({head} VALUES ({', '.join(slots)}) RETURNING {_pk_column(model)})")

@@ -135,9 +135,10 @@ def velocity_statements(*, msisdn: str, now: datetime) -> list[tuple[str, list]]
     concurrent purchases of one customer (through different partners too) see each other's
     payouts: the sum is read by a statement that starts after the lock is held.
     """
+    since, start = sql.instant(velocity_window_start(now))
     window = (
-        f"SELECT COALESCE(SUM(amount), 0) FROM {PAYOUTS} WHERE msisdn = %s AND created_at >= %s AND status NOT IN (%s, %s)",
-        [msisdn, _value(velocity_window_start(now)), S.FAILED, S.CANCELLED],
+        f"SELECT COALESCE(SUM(amount), 0) FROM {PAYOUTS} WHERE msisdn = %s AND created_at >= {since} AND status NOT IN (%s, %s)",
+        [msisdn, start, S.FAILED.value, S.CANCELLED.value],
     )
     if not sql.on_postgresql():
         return [window]

@@ -1,6 +1,7 @@
 """cezbek.sql: the hot paths' hand-written writes must store what the ORM would."""
 
 from datetime import datetime, timezone as dt_timezone
+from zoneinfo import ZoneInfo
 from decimal import Decimal
 
 import pytest
@@ -27,11 +28,15 @@ def _instances(partner, wallets, ladder):
     return txn, payout
 
 
-def _sent(values):
-    """What the driver sends for these parameters (on PostgreSQL, client-side binding: SQL literals)."""
+def _sent(values, fields=None):
+    """What the driver sends for these parameters (on PostgreSQL, client-side binding: SQL literals),
+    in the statement slots of these fields (`sql._slot`: the cast of a value sent as text), or in
+    plain `%s` slots, as Django's own statements have them."""
     if connection.vendor != "postgresql":
         return [repr(v) for v in values]  # no shortcut there: the very values Django prepares
-    return [connection.ops.compose_sql("%s", [v]) for v in values]
+    slots = [sql._slot(f) if v is not None else "%s" for f, v in zip(fields, values, strict=True)] if fields else ["%s"] * len(values)
+    # (a None in a cast slot is a NULL of the column's own type: `NULL::timestamptz` stores what NULL does)
+    return [connection.ops.compose_sql(slot, [v]) for slot, v in zip(slots, values, strict=True)]
 
 
 def _prepared(instance, fields):
@@ -48,12 +53,18 @@ def test_values_are_what_django_prepares(partner, wallets, ladder):
     payout.transaction_id = 1
     naive = datetime(2026, 11, 22, 10, 30)
     event = PayoutEvent(payout_id=5, from_status="", to_status="PENDING", note="created", actor=None)
-    for instance in (txn, payout, event, Transaction(tier_expires_at=MOMENT, amount=5, quantity=True, email=7)):
+    jakarta = datetime(2026, 11, 22, 17, 30, 0, 5, tzinfo=ZoneInfo("Asia/Jakarta"))
+    odd = Payout(transaction_id=1, wallet=wallets["LSAJA"], msisdn="628118770510", amount=Decimal("1.00"), status=Payout.Status.HELD,
+                 flags=["velocity", {"note": "it's a \\ back\\slash, é, \n"}], created_at=jakarta, next_check_at=MOMENT)
+    for instance in (txn, payout, event, odd, Transaction(tier_expires_at=MOMENT, amount=5, quantity=True, email=7)):
         # not auto_now(_add): their pre_save reads the clock each time
         fields = [f for f in instance._meta.concrete_fields if not f.primary_key and not getattr(f, "auto_now", False) and not getattr(f, "auto_now_add", False)]
         expected = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
         got = _prepared(instance, fields)
-        assert _sent(got) == _sent(expected)
+        assert _sent(got, fields) == _sent(expected)
+    # datetimes, JSON and TextChoices really went as text (else this compared psycopg with itself)
+    got = dict(zip(["created_at", "flags", "status"], _prepared(odd, [Payout._meta.get_field(n) for n in ("created_at", "flags", "status")])))
+    assert all(type(v) is str for v in got.values()) and got["created_at"] == "2026-11-22 17:30:00.000005+07:00"
     # the shortcut is really taken for the plain columns (else this test would compare Django with Django)
     assert {f.name for f in Payout._meta.concrete_fields if sql._plain_type(f)} >= {"transaction", "msisdn", "amount", "created_at"}
     # Django refuses a non-finite decimal; the shortcut must not let one through
@@ -62,7 +73,17 @@ def test_values_are_what_django_prepares(partner, wallets, ladder):
     entered = LoyaltyState(entered_at=naive)
     field = LoyaltyState._meta.get_field("entered_at")
     with pytest.warns(RuntimeWarning):  # a naive datetime still goes through Django (and its warning)
-        assert _sent(_prepared(entered, [field])) == _sent([field.get_db_prep_save(naive, connection)])
+        assert _sent(_prepared(entered, [field]), [field]) == _sent([field.get_db_prep_save(naive, connection)])
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the text form exists on PostgreSQL only")
+def test_an_instant_for_hand_written_sql_is_sent_as_psycopg_would_send_it(db):
+    for moment in (MOMENT, datetime(2026, 11, 22, 17, 30, 0, 5, tzinfo=ZoneInfo("Asia/Jakarta"))):
+        slot, value = sql.instant(moment)
+        assert connection.ops.compose_sql(slot, [value]) == connection.ops.compose_sql("%s", [connection.ops.adapt_datetimefield_value(moment)])
+        with connection.cursor() as cursor:  # and the server reads the same instant
+            cursor.execute(f"SELECT {slot}", [value])
+            assert cursor.fetchone()[0] == moment
 
 
 def test_insert_chain_writes_linked_rows_in_one_go(partner, wallets, ladder, django_assert_num_queries):
