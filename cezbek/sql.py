@@ -99,25 +99,28 @@ def run_together(statements: list[tuple[str, list]], *, cursor=None) -> list[lis
     returns none). On PostgreSQL in one round trip: one query string, its results read one after
     the other (each statement still sees what committed before it started).
     `cursor`: a cursor of the default database to run them on, else one of their own."""
-    if cursor is None:
-        with connection.cursor() as cursor:
-            return run_together(statements, cursor=cursor)
-    if not on_postgresql():
-        results = []
-        for text, params in statements:
-            cursor.execute(text, params)
-            results.append(cursor.fetchall() if cursor.description else [])
-        return results
-    cursor.execute("; ".join(text for text, _ in statements), [p for _, params in statements for p in params])
-    # The driver's cursor itself: Django's wrapper reaches each of its attributes through a
-    # failed lookup and a __getattr__. rownumber is None for a result without rows (an INSERT):
-    # cheaper than building cursor.description.
-    raw = cursor.cursor
-    with cursor.db.wrap_database_errors:
-        results = [raw.fetchall() if raw.rownumber is not None else []]
-        while raw.nextset():
-            results.append(raw.fetchall() if raw.rownumber is not None else [])
+    with _given_or_own(cursor) as cursor:
+        if not on_postgresql():
+            results = []
+            for text, params in statements:
+                cursor.execute(text, params)
+                results.append(cursor.fetchall() if cursor.description else [])
+            return results
+        cursor.execute("; ".join(text for text, _ in statements), [p for _, params in statements for p in params])
+        # The driver's cursor itself: Django's wrapper reaches each of its attributes through a
+        # failed lookup and a __getattr__. rownumber is None for a result without rows (an INSERT):
+        # cheaper than building cursor.description.
+        raw = cursor.cursor
+        with cursor.db.wrap_database_errors:
+            results = [raw.fetchall() if raw.rownumber is not None else []]
+            while raw.nextset():
+                results.append(raw.fetchall() if raw.rownumber is not None else [])
     return results
+
+
+def _given_or_own(cursor):
+    """The cursor given (left open), or a new one of the default database (closed after use)."""
+    return contextlib.nullcontext(cursor) if cursor is not None else connection.cursor()
 
 
 def saved(instance: Model, pk) -> None:
@@ -178,7 +181,7 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
     for (instance, _), (fields, plains) in zip(updates, update_fields, strict=True):
         values.extend([*_values(instance, fields, plains, add=False, now=now), instance.pk])
     nulls = tuple(n for n, value in enumerate(values) if value is None)
-    with contextlib.nullcontext(cursor) if cursor is not None else connection.cursor() as cursor:
+    with _given_or_own(cursor) as cursor:
         cursor.execute(_nulls_written(text, nulls, len(values)), [value for value in values if value is not None])
         with cursor.db.wrap_database_errors:
             new_ids = cursor.cursor.fetchone()  # the driver's own, as in run_together
