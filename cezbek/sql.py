@@ -320,7 +320,7 @@ def instant(value: datetime) -> tuple[str, object]:
     """A datetime for hand-written SQL, as `_values` sends a DateTimeField's: its slot and its
     parameter (on PostgreSQL, for an aware datetime, the text and the cast psycopg would write)."""
     if on_postgresql() and settings.USE_TZ and type(value) is datetime and value.tzinfo is not None:
-        return "%s::timestamptz", str(value)
+        return "%s" + CASTS[datetime], str(value)
     return "%s", connection.ops.adapt_datetimefield_value(value)
 
 
