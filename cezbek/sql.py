@@ -194,7 +194,7 @@ def insert_chain(rows: list[Row], *, updates: list[tuple[Model, list[str]]] = ()
 def _link(row: Row) -> None:
     """Sets a row's linked columns to their rows' ids, keeping a related instance it already holds."""
     for attname, target in row.links.items():
-        relation = next(f for f in row.instance._meta.concrete_fields if f.attname == attname)
+        relation = _layout(type(row.instance))[0][attname][1]  # the field of that column
         held = relation.is_cached(row.instance) and relation.get_cached_value(row.instance) is target
         setattr(row.instance, attname, target.pk)
         if held:
