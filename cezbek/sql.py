@@ -91,7 +91,7 @@ def insert_ignore_parts(instance: Model, *, unique: tuple[str, ...]) -> tuple[st
 def insert_parts(instance: Model) -> tuple[str, list]:
     """`INSERT INTO table (columns)` for a new instance, and its column values in that order."""
     head, fields, plains = _insert_head(type(instance))
-    return head, _values(instance, fields, plains, add=True, now=timezone.now())
+    return head, _values(instance, fields, plains, add=True)
 
 
 def run_together(statements: list[tuple[str, list]], *, cursor=None) -> list[list[tuple]]:
@@ -139,7 +139,7 @@ def update(instance: Model, fields: list[str]) -> None:
 def update_parts(instance: Model, fields: list[str]) -> tuple[str, list]:
     """The UPDATE statement of some fields of a saved instance, and its parameters."""
     text, targets, plains = _update_head(type(instance), tuple(fields))
-    return text, [*_values(instance, targets, plains, add=False, now=timezone.now()), instance.pk]
+    return text, [*_values(instance, targets, plains, add=False), instance.pk]
 
 
 @dataclass
@@ -240,14 +240,15 @@ def _conflict_target(unique: tuple[str, ...]) -> str:
     return ", ".join(connection.ops.quote_name(column) for column in unique)
 
 
-def _values(instance: Model, fields, plains, *, add: bool, now: datetime) -> list:
+def _values(instance: Model, fields, plains, *, add: bool, now: datetime | None = None) -> list:
     """Each field's value as `save()` would send it: `pre_save`, then `get_db_prep_save` — except
     where the driver sends the same SQL literal without it (on PostgreSQL: None, and a value of the
     field's own plain type, an aware datetime for a DateTimeField, a finite Decimal), which a purchase's seventy-odd
     values mostly are. `plains`: the fields' `_plain_type`s, as the statement caches below hold
     them (looking a field up each time costs a Python-level hash and comparison).
-    A DateTimeField's auto_now and auto_now_add take `now`, what its `pre_save` does with
-    `timezone.now()`, so that one statement's rows carry one instant (and the clock is read once).
+    A DateTimeField's auto_now and auto_now_add take `now` (the clock's, read at the first such
+    field, when not given), what its `pre_save` does with `timezone.now()`: a chain passes one
+    instant, so that its rows carry one.
 
     Some values go as text, the same bytes reaching the server (`_slot`): an aware datetime and
     JSON, whose adapters cost psycopg more than their text (a Python-level adapter lookup for each
@@ -258,7 +259,7 @@ def _values(instance: Model, fields, plains, *, add: bool, now: datetime) -> lis
     values = []
     for f, plain in zip(fields, plains, strict=True):
         if plain is datetime and not f.is_relation and (f.auto_now or (add and f.auto_now_add)):
-            value = now
+            value = now = now or timezone.now()  # the clock read only when a field needs it
             setattr(instance, f.attname, now)
         else:
             value = f.pre_save(instance, add)
