@@ -3,6 +3,8 @@
 GUNICORN_BIND      address to listen on           default 127.0.0.1:8000
 WEB_CONCURRENCY    number of worker processes     default 2 * CPU cores + 1
 GUNICORN_THREADS   threads per worker             default 1
+                   Without REDIS_URL: one worker process, with WEB_CONCURRENCY threads at least
+                   (the replay guard and the rate limit are then in process memory; see below)
 GUNICORN_TIMEOUT   seconds before a stuck worker is killed and restarted   default 300 (CSV exports stream for minutes)
 GUNICORN_FORWARDED_ALLOW_IPS  proxies trusted for X-Forwarded-*            default 127.0.0.1
 GUNICORN_CONTROL_SOCKET       path of gunicorn's control socket (gunicornc) default none
@@ -27,6 +29,16 @@ def _int(name: str, default: int) -> int:
 bind = [address.strip() for address in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",") if address.strip()]
 workers = _int("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1)
 threads = _int("GUNICORN_THREADS", 1)
+
+# Without REDIS_URL the replay guard and the per-partner rate limit live in process memory
+# (Django's local-memory cache, partners/guards.py). A second worker process would not know the
+# signatures the first one accepted, and a replayed request it served would pass. So the web
+# process runs as one worker then, with its concurrency in threads (gunicorn's gthread worker).
+SHARED_GUARDS = bool(os.environ.get("REDIS_URL"))
+WORKERS_ASKED = workers
+if not SHARED_GUARDS and workers > 1:
+    threads = max(threads, workers)
+    workers = 1
 # A sync worker is killed after this long in one request: CSV exports of millions of rows stream for
 # longer than gunicorn's 30 s default (about 25 s per million rows measured on a busy 2-core machine).
 timeout = _int("GUNICORN_TIMEOUT", 300)
@@ -62,6 +74,11 @@ Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 def on_starting(server):
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
+    if not SHARED_GUARDS and WORKERS_ASKED > 1:
+        server.log.info(
+            "REDIS_URL is unset: one worker with %d threads instead of %d workers, so that the replay "
+            "guard and the rate limit, kept in process memory, see every request", threads, WORKERS_ASKED,
+        )
 
 
 def child_exit(server, worker):

@@ -5,8 +5,6 @@ worker processes and checks that every scrape sees every worker's requests."""
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,10 +18,10 @@ from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from cezbek.celery import app as celery_app
+from cezbek.testing.web import gunicorn_running
 from wallets.models import Payout, Provider
 from wallets.services import NEW_PAYOUTS
 
-ROOT = Path(__file__).resolve().parents[2]
 PATH = "/api/v1/cashbacks"
 
 
@@ -161,50 +159,29 @@ def test_metrics_can_be_protected_with_a_bearer_token(client, db, settings):
 # --- several gunicorn workers ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def worker_pids(master: int) -> set[int]:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return {int(pid) for pid in children}
 
 
 @pytest.mark.postgres
+@pytest.mark.redis  # without REDIS_URL, gunicorn.conf.py runs one worker (the guards live in its memory)
 @pytest.mark.django_db
 def test_every_scrape_sees_every_gunicorn_workers_requests(tmp_path):
     db = connection.settings_dict
-    port = free_port()
     metrics_dir = tmp_path / "prometheus"
     env = {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": "2",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     env.pop("CEZBEK_PROMETHEUS_DIR_TEMPORARY", None)
-    log = open(tmp_path / "gunicorn.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "cezbek.wsgi", "--config", "gunicorn.conf.py"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{base}/healthz", timeout=5).ok and len(worker_pids(server.pid)) == 2:
-                    break
-            except requests.RequestException:  # refused before the bind, or waiting for a worker to boot
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
-            time.sleep(0.2)
 
+    def both_workers(base, server) -> bool:
+        return len(worker_pids(server.pid)) == 2
+
+    with gunicorn_running(env=env, log_path=tmp_path / "gunicorn.log", ready=both_workers) as (base, server):
         def count(families):
             return request_count(families, "healthz", "GET", "200")
 
@@ -246,9 +223,5 @@ def test_every_scrape_sees_every_gunicorn_workers_requests(tmp_path):
             time.sleep(0.2)
         for _ in range(4):
             assert count(parse(requests.get(f"{base}/metrics", timeout=10).text)) == start + 60
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(20)
-        log.close()
     # a directory the environment named is kept (only a temporary one is removed at exit)
     assert metrics_dir.is_dir()
