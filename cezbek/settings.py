@@ -160,7 +160,19 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cezbek"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cezbek"},
+        # What every process of the machine must see without Redis: the configuration's version
+        # (cezbek/snapshots.py), so that a key revoked or a fee changed by another process (the
+        # admin, `partner_credentials`, `cezbek_config import`) reaches the web and worker processes.
+        "shared": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "KEY_PREFIX": envstr("CEZBEK_CACHE_PREFIX", "cezbek"),
+        },
+    }
+# The cache every process shares: Redis when configured, else files in VAR_DIR (one machine).
+SHARED_CACHE = "default" if REDIS_URL else "shared"
 
 # --- Celery: at-least-once delivery ---------------------------------------------------------
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"

@@ -3,18 +3,21 @@
 Configuration changes rarely and is read on every request, where the ORM would compile the same
 queries again and again. Each process keeps what it loaded until the configuration changes:
 a write in this process drops the copy at once; other processes notice a shared version
-number in the cache (Redis) within CEZBEK_CONFIG_CACHE_SECONDS.
+in the cache every process shares (settings.SHARED_CACHE: Redis, or without it files under the
+var directory) within CEZBEK_CONFIG_CACHE_SECONDS. Each publication is a new random token, not an
+increment, which the file cache does as a read and a write.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.core.signals import setting_changed
 from django.db import transaction
 from django.dispatch import receiver
@@ -40,10 +43,7 @@ def _drop() -> None:
 
 
 def _publish() -> None:
-    try:
-        cache.incr(VERSION_KEY)
-    except ValueError:  # no version yet (or evicted)
-        cache.set(VERSION_KEY, 1, timeout=None)
+    caches[settings.SHARED_CACHE].set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
     _drop()
 
 
@@ -74,7 +74,7 @@ def cached(name: str, load: Callable[[], T]) -> T:
         _check_every = settings.CEZBEK_CONFIG_CACHE_SECONDS
     now = time.monotonic()
     if now - _checked_at >= _check_every:
-        version = cache.get(VERSION_KEY)
+        version = caches[settings.SHARED_CACHE].get(VERSION_KEY)
         if version != _shared_version:
             _drop()
             _shared_version = version
