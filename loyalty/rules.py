@@ -6,7 +6,6 @@ customer's tier never depends on when the expiry job last ran.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -76,22 +75,16 @@ def start(ladder: Ladder, now: datetime) -> Standing:
 
 
 def expire(ladder: Ladder, standing: Standing, now: datetime) -> tuple[Standing, list[Step]]:
-    """Step 2: while expired, drop one rank (rank 1 stays), count 0, expiry moves on from the old one."""
+    """Step 2: while expired, drop one rank (rank 1 stays), count 0, expiry moves on from the old one.
+
+    One step, and one journey entry, per expiry passed, on rank 1 too: the daily job passes them
+    one at a time, so a purchase (or the tier lookup) that finds several passed writes the same
+    entries and the same state the job's runs would have.
+    """
     steps: list[Step] = []
     while standing.expires_at is not None and standing.expires_at <= now:
-        lower = ladder.lower(standing.rung)
-        if lower is None:
-            # Already on the lowest rank: it stays; skip every whole period that has passed at once.
-            lower = standing.rung
-            if lower.validity_days:
-                period = timedelta(days=lower.validity_days)
-                periods = math.floor((now - standing.expires_at) / period) + 1
-                expires_at = standing.expires_at + periods * period
-            else:
-                expires_at = None
-        else:
-            expires_at = _plus_validity(standing.expires_at, lower)
-        moved = Standing(rung=lower, count=0, entered_at=standing.expires_at, expires_at=expires_at)
+        lower = ladder.lower(standing.rung) or standing.rung  # the lowest rank stays
+        moved = Standing(rung=lower, count=0, entered_at=standing.expires_at, expires_at=_plus_validity(standing.expires_at, lower))
         steps.append(Step(reason="DEMOTED", before=standing.rung, after=moved, at=standing.expires_at))
         standing = moved
     return standing, steps

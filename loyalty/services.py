@@ -212,16 +212,15 @@ def _expire_tier_group(ladder, tier: TierLevel, ids: list[int], batch, as_of) ->
     wanted = set(ids)
     expiries = {state_id: expires_at for state_id, _, expires_at in batch if state_id in wanted}
     if lower is None:
-        # Lowest rank stays: each state jumps past every whole period at once (rules.expire does
-        # the arithmetic); one UPDATE … CASE statement writes the whole group.
+        # Lowest rank stays: each state passes every expiry up to as_of, one journey entry each,
+        # as rules.expire does for a purchase; one UPDATE … CASE statement writes the whole group.
         states = []
         entries = []
         for state_id in ids:
             old = expiries[state_id]
-            _, steps = rules.expire(ladder, rules.Standing(rung=rung, count=0, entered_at=old, expires_at=old), as_of)
-            step = steps[0]
-            states.append(LoyaltyState(id=state_id, count=0, entered_at=step.at, expires_at=step.after.expires_at))
-            entries.append(_journey_entry(state_id, tier.id, step.after, step.at))
+            after, steps = rules.expire(ladder, rules.Standing(rung=rung, count=0, entered_at=old, expires_at=old), as_of)
+            states.append(LoyaltyState(id=state_id, count=0, entered_at=after.entered_at, expires_at=after.expires_at))
+            entries.extend(_journey_entry(state_id, tier.id, step.after, step.at) for step in steps)
         LoyaltyState.objects.bulk_update(states, ["count", "entered_at", "expires_at"], batch_size=len(states))
         return entries
     update = {"tier_id": lower.id, "count": 0, "entered_at": F("expires_at")}

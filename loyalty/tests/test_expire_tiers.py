@@ -244,13 +244,36 @@ def test_entry_tier_with_validity_rolls_its_expiry_forward_like_the_purchase_pat
     member = TierLevel.objects.create(name="MEMBER", rank=1, promote_after=5, validity_days=30)
     TierLevel.objects.create(name="VIP", rank=2, promote_after=None, validity_days=30)
     now = timezone.now().replace(microsecond=0)
-    expired = now - timedelta(days=65)  # two whole periods and a bit: next expiry = expired + 90 days
+    expired = now - timedelta(days=65)  # three expiries passed (65, 35 and 5 days ago): next = expired + 90 days
     s = LoyaltyState.objects.create(partner=lajada, msisdn="628111000009", tier=member, count=3, entered_at=expired - timedelta(days=30), expires_at=expired)
     expected, _ = rules.expire(
         ladder_current(), rules.Standing(rung=rung_for(member), count=3, entered_at=s.entered_at, expires_at=expired), now
     )
     assert tier_expire_all(as_of=now) == 1
     s.refresh_from_db()
-    assert (s.tier_id, s.count, s.entered_at, s.expires_at) == (member.id, 0, expired, expired + timedelta(days=90))
+    assert (s.tier_id, s.count, s.entered_at, s.expires_at) == (member.id, 0, expired + timedelta(days=60), expired + timedelta(days=90))
     assert (s.tier_id, s.count, s.entered_at, s.expires_at) == (expected.rung.id, expected.count, expected.entered_at, expected.expires_at)
-    assert journey(s) == [("DEMOTED", "MEMBER", "MEMBER", 0, Decimal("0.00"), expired + timedelta(days=90), expired, None)]
+    assert journey(s) == [
+        ("DEMOTED", "MEMBER", "MEMBER", 0, Decimal("0.00"), expired + timedelta(days=days + 30), expired + timedelta(days=days), None)
+        for days in (0, 30, 60)
+    ]
+
+
+def test_entry_tier_outcome_does_not_depend_on_when_the_job_ran(db, lajada):
+    # DOMAIN.md §2: two customers in the same place, the job run once in between for the first only
+    member = TierLevel.objects.create(name="MEMBER", rank=1, promote_after=5, validity_days=30)
+    TierLevel.objects.create(name="VIP", rank=2, promote_after=None, validity_days=30)
+    now = timezone.now().replace(microsecond=0)
+    expired = now - timedelta(days=65)
+
+    def customer(msisdn: str) -> LoyaltyState:
+        return LoyaltyState.objects.create(partner=lajada, msisdn=msisdn, tier=member, count=3, entered_at=expired - timedelta(days=30), expires_at=expired)
+
+    early = customer("628111000010")
+    assert tier_expire_all(as_of=expired + timedelta(days=31)) == 1  # one expiry passed
+    late = customer("628111000011")
+    assert tier_expire_all(as_of=now) == 2
+    early.refresh_from_db()
+    late.refresh_from_db()
+    assert (early.count, early.entered_at, early.expires_at) == (late.count, late.entered_at, late.expires_at) == (0, expired + timedelta(days=60), expired + timedelta(days=90))
+    assert journey(early) == journey(late)

@@ -66,10 +66,24 @@ def test_purchase_applies_expiry_first():
     assert (after.rung, after.count, reward) == (BRONZE, 1, Decimal("0"))
 
 
-def test_rank_one_with_validity_stays_and_skips_whole_periods():
+def test_rank_one_with_validity_stays_one_step_per_period_passed():
     bronze30 = rules.Rung(1, "BRONZE", 1, 5, 30)
     ladder = rules.Ladder(rungs=(bronze30, SILVER))
     s = rules.Standing(bronze30, 4, T0, T0 + timedelta(days=30))
     after, steps = rules.expire(ladder, s, T0 + timedelta(days=95))
-    assert (after.rung, after.count, after.expires_at) == (bronze30, 0, T0 + timedelta(days=120))
-    assert len(steps) == 1
+    assert (after.rung, after.count, after.entered_at, after.expires_at) == (bronze30, 0, T0 + timedelta(days=90), T0 + timedelta(days=120))
+    assert [(st.reason, st.at, st.after.expires_at) for st in steps] == [
+        ("DEMOTED", T0 + timedelta(days=day), T0 + timedelta(days=day + 30)) for day in (30, 60, 90)
+    ]
+
+
+def test_rank_one_outcome_does_not_depend_on_when_expiry_is_applied():
+    # DOMAIN.md §2: the daily job's runs in between change nothing, state or journey
+    bronze30 = rules.Rung(1, "BRONZE", 1, 5, 30)
+    ladder = rules.Ladder(rungs=(bronze30, SILVER))
+    s = rules.Standing(bronze30, 2, T0, T0 + timedelta(days=30))
+    once, once_steps = rules.expire(ladder, s, T0 + timedelta(days=65))
+    stepwise, first_steps = rules.expire(ladder, s, T0 + timedelta(days=31))
+    stepwise, later_steps = rules.expire(ladder, stepwise, T0 + timedelta(days=65))
+    assert once == stepwise
+    assert once_steps == first_steps + later_steps
