@@ -30,8 +30,8 @@ from decimal import Decimal
 from django.db import connection
 
 from cashback.models import BatchRow, Transaction
-from cashback.services import Purchase, same_purchase, transaction_new
-from cezbek.errors import CezbekError, Conflict, UnknownWallet, ValidationFailed
+from cashback.services import Purchase, partner_ref_conflict, same_purchase, transaction_new, unknown_wallet, wallet_id_of
+from cezbek.errors import CezbekError, Conflict, ValidationFailed
 from loyalty import rules
 from loyalty.models import JourneyEntry, LoyaltyState
 from loyalty.services import journey_entries, loyalty_ladder, loyalty_state_new, loyalty_states_lock, standing_apply, standing_of
@@ -110,13 +110,11 @@ def _accept(rows: list[BatchRow], partner, purchase_of) -> tuple[list[_Accepted]
             continue
         try:
             purchase = purchase_of(row)
-            wallet = wallet_active(code=purchase.wallet)
-            if wallet is None:
-                raise UnknownWallet.for_field("wallet", f"Unknown or inactive wallet {purchase.wallet!r}.")
         except ValidationFailed as error:
             _failed(row, error)
             continue
-        candidates.append(_Accepted(row, purchase, wallet))
+        # None: unknown or inactive, which only a repeat of a stored purchase gets past (below)
+        candidates.append(_Accepted(row, purchase, wallet_active(code=purchase.wallet)))
     stored = {
         txn.partner_ref: txn
         for txn in Transaction.objects.filter(partner=partner, partner_ref__in={item.purchase.partner_ref for item in candidates})
@@ -126,10 +124,16 @@ def _accept(rows: list[BatchRow], partner, purchase_of) -> tuple[list[_Accepted]
     for item in candidates:
         ref = item.purchase.partner_ref
         earlier = stored.get(ref) or accepted.get(ref)
-        if earlier is None:
+        if item.wallet is None and earlier is None:
+            _failed(item.row, unknown_wallet(item.purchase))
+        elif earlier is None:
             accepted[ref] = item
-        elif not same_purchase(earlier.stored() if isinstance(earlier, _Accepted) else earlier, item.purchase, item.wallet.id):
-            _failed(item.row, Conflict(f"partner_ref {ref!r} was already used for a different purchase."))
+        elif not same_purchase(
+            earlier.stored() if isinstance(earlier, _Accepted) else earlier,
+            item.purchase,
+            item.wallet.id if item.wallet is not None else wallet_id_of(item.purchase),
+        ):
+            _failed(item.row, partner_ref_conflict(ref))
         elif isinstance(earlier, _Accepted):  # a repeat of a row of this chunk: its transaction is not stored yet
             item.row.outcome = O.DUPLICATE
             repeats.append((item.row, earlier))

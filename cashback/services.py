@@ -18,7 +18,7 @@ from cezbek.errors import Conflict, UnknownWallet
 from loyalty.models import TierLevel
 from loyalty.rules import Standing
 from loyalty.services import loyalty_ladder, loyalty_plan_writes, loyalty_purchase_plan, loyalty_state_lock
-from wallets.selectors import wallet_active
+from wallets.selectors import wallet_active, wallet_known
 from wallets.services import payout_announce, payout_writes, velocity_statements, velocity_total
 
 logger = logging.getLogger("cezbek.cashback")
@@ -71,7 +71,7 @@ def transaction_record(*, partner, purchase: Purchase) -> tuple[Transaction, boo
     """
     wallet = wallet_active(code=purchase.wallet)
     if wallet is None:
-        raise UnknownWallet.for_field("wallet", f"Unknown or inactive wallet {purchase.wallet!r}.")
+        return transaction_repeated(partner=partner, purchase=purchase), False
     for _ in range(3):
         try:
             return _transaction_insert(partner=partner, purchase=purchase, wallet=wallet), True
@@ -80,11 +80,38 @@ def transaction_record(*, partner, purchase: Purchase) -> tuple[Transaction, boo
             if existing is None:
                 continue  # a kezbek_ref collision (2^-120): draw again
             if not same_purchase(existing, purchase, wallet.id):
-                raise Conflict(
-                    f"partner_ref {purchase.partner_ref!r} was already used for a different purchase."
-                ) from None
+                raise partner_ref_conflict(purchase.partner_ref) from None
             return existing, False
     raise IntegrityError("could not allocate a kezbek_ref")
+
+
+def transaction_repeated(*, partner, purchase: Purchase) -> Transaction:
+    """The stored transaction that a purchase whose wallet is unknown or inactive repeats.
+
+    A repeat gets the stored result even when its wallet was deactivated since (DOMAIN.md §3: the
+    same partner_ref with the same content, the stored result); the same partner_ref with other
+    content is a conflict; only a new purchase is refused for its wallet.
+    """
+    existing = Transaction.objects.filter(partner=partner, partner_ref=purchase.partner_ref).first()
+    if existing is None:
+        raise unknown_wallet(purchase)
+    if not same_purchase(existing, purchase, wallet_id_of(purchase)):
+        raise partner_ref_conflict(purchase.partner_ref)
+    return existing
+
+
+def partner_ref_conflict(partner_ref: str) -> Conflict:
+    return Conflict(f"partner_ref {partner_ref!r} was already used for a different purchase.")
+
+
+def unknown_wallet(purchase: Purchase) -> UnknownWallet:
+    return UnknownWallet.for_field("wallet", f"Unknown or inactive wallet {purchase.wallet!r}.")
+
+
+def wallet_id_of(purchase: Purchase) -> int | None:
+    """The id of the purchase's wallet, active or not; None for a code no wallet has."""
+    wallet = wallet_known(code=purchase.wallet)
+    return None if wallet is None else wallet.id
 
 
 def _transaction_insert(*, partner, purchase: Purchase, wallet) -> Transaction:

@@ -15,8 +15,13 @@ def wallet_code(*, wallet_id: int) -> str:
 
 def wallet_active(*, code: str) -> Wallet | None:
     """The active wallet with this code, case-insensitive."""
-    wallet = cached("wallets", _wallets).get(code.upper())
+    wallet = wallet_known(code=code)
     return wallet if wallet is not None and wallet.active else None
+
+
+def wallet_known(*, code: str) -> Wallet | None:
+    """The wallet with this code, case-insensitive, active or not."""
+    return cached("wallets", _wallets).get(code.upper())
 
 
 CENT = Decimal("0.01")

@@ -243,6 +243,26 @@ def test_inactive_wallet_is_unknown(api, setup, wallets):
     assert response.json()["error"]["code"] == "unknown_wallet"
 
 
+def test_a_repeat_gets_the_stored_result_after_its_wallet_was_deactivated(api, setup, wallets):
+    # given a stored purchase paid to JOSVO, and JOSVO deactivated since
+    first = api.post(PATH, purchase(wallet="JOSVO"))
+    assert first.status_code == 201
+    wallets["JOSVO"].active = False
+    wallets["JOSVO"].save()
+    before = counts()
+    # when the partner retries it (a new signature, the same content): the stored result (DOMAIN.md §3)
+    again = api.post(PATH, purchase(wallet="josvo"))
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    # the same partner_ref with other content is a conflict, whatever its wallet
+    assert api.post(PATH, purchase(wallet="josvo", quantity=3)).json()["error"]["code"] == "conflict"
+    assert api.post(PATH, purchase(wallet="OVO")).json()["error"]["code"] == "conflict"
+    # and a new purchase is still refused for the wallet
+    fresh = api.post(PATH, purchase(partner_ref="INV/NEW", wallet="josvo"))
+    assert (fresh.status_code, fresh.json()["error"]["code"]) == (400, "unknown_wallet")
+    assert counts() == before
+
+
 def test_wallet_is_case_insensitive_and_number_amount_accepted(api, setup):
     response = api.post(PATH, purchase(wallet="gpaid", amount=10050.5))
     assert response.status_code == 201

@@ -136,6 +136,29 @@ def test_rows_get_the_outcomes_of_single_purchases(api, setup):
     assert progress["finished_at"] is not None and progress["started_at"] is not None
 
 
+def test_a_row_repeating_a_purchase_whose_wallet_was_deactivated_is_a_duplicate(api, setup, wallets):
+    # given a purchase stored through the single-purchase API, paid to JOSVO, and JOSVO deactivated since
+    single = api.post("/api/v1/cashbacks", {"partner_ref": "INV/1", "msisdn": "628118770510", "quantity": 2, "amount": "750000.00", "wallet": "JOSVO"})
+    assert single.status_code == 201
+    wallets["JOSVO"].active = False
+    wallets["JOSVO"].save()
+    body = (
+        HEADER
+        + "INV/1,628118770510,,2,750000.00,josvo\n"  # the same purchase: duplicate, as POST /cashbacks answers it
+        + "INV/1,628118770510,,3,750000.00,JOSVO\n"  # same ref, other content: conflict
+        + "INV/2,628118770511,,1,5000.00,JOSVO\n"  # a new purchase: refused for the wallet
+    )
+    batch = Batch.objects.get(public_id=post_csv(api, body).json()["id"])
+    assert run_chunks(batch) == ["done"] * batch.chunks
+    rows = results(api, batch.public_id)
+    assert [(r["row"], r["outcome"], r["kezbek_ref"], r["error_code"]) for r in rows] == [
+        ("2", "duplicate", single.json()["kezbek_ref"], ""),
+        ("3", "failed", "", "conflict"),
+        ("4", "failed", "", "unknown_wallet"),
+    ]
+    assert Transaction.objects.count() == 1
+
+
 def test_a_customers_rows_are_recorded_in_file_order_across_chunks(api, setup, settings):
     # given chunks of 2 rows and one customer whose five purchases are spread over the file
     settings.CEZBEK_BATCH_CHUNK_SIZE = 2
