@@ -204,6 +204,8 @@ def _text(max_length: int | None, *, blank: bool = False) -> Parser:
             raise _Invalid("must not be empty")
         if max_length is not None and len(value) > max_length:
             raise _Invalid(f"must be at most {max_length} characters")
+        if "\x00" in value:  # PostgreSQL's text cannot hold it; SQLite's would, and export it again
+            raise _Invalid("must not contain NUL characters")
         return value
 
     return parse

@@ -22,25 +22,48 @@ def envstr(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
 def envbool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word not in TRUE_WORDS | FALSE_WORDS:
+        raise ImproperlyConfigured(f"{name}={value!r}: must be one of 1, true, yes, on, 0, false, no, off")
+    return word in TRUE_WORDS
 
 
-def envint(name: str, default: int) -> int:
+def _number(name: str, default, parse, kind: str, minimum, above: bool):
+    """The variable parsed, or the default when unset; a clear startup error naming it otherwise.
+    Every number here is a count, a size, an amount or a duration: never negative, and where
+    zero means nothing sensible (`above`), more than `minimum`."""
     value = os.environ.get(name)
-    return default if value in (None, "") else int(value)
+    if value in (None, ""):
+        return default
+    try:
+        number = parse(value.strip())
+    except (ValueError, ArithmeticError):
+        number = None
+    if number is None or number != number or number in (float("inf"), float("-inf")):  # NaN and infinities too
+        raise ImproperlyConfigured(f"{name}={value!r}: must be {kind}")
+    if number < minimum or (above and number == minimum):
+        raise ImproperlyConfigured(f"{name}={value!r}: must be {'more than' if above else 'at least'} {minimum}")
+    return number
 
 
-def envfloat(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(default) if value in (None, "") else float(value)
+def envint(name: str, default: int, *, minimum: int = 0, above: bool = False) -> int:
+    return _number(name, default, int, "a whole number", minimum, above)
 
 
-def envdecimal(name: str, default: str) -> Decimal:
-    return Decimal(os.environ.get(name) or default)
+def envfloat(name: str, default: float, *, minimum: float = 0, above: bool = False) -> float:
+    return float(_number(name, default, float, "a number", minimum, above))
+
+
+def envdecimal(name: str, default: str, *, minimum: Decimal = Decimal(0), above: bool = False) -> Decimal:
+    return _number(name, Decimal(default), Decimal, "a decimal number", minimum, above)
 
 
 def envlist(name: str, default: str) -> list[str]:
@@ -50,10 +73,12 @@ def envlist(name: str, default: str) -> list[str]:
 DEVELOPMENT_SECRET_KEY = "django-insecure-cezbek-development-only"
 SECRET_KEY = envstr("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 DEBUG = envbool("DJANGO_DEBUG", True)
-ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+DEVELOPMENT_ALLOWED_HOSTS = "localhost,127.0.0.1,[::1],testserver"
+ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", DEVELOPMENT_ALLOWED_HOSTS)
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
+    "cezbek.apps.CezbekConfig",  # the deploy checks (cezbek/checks.py)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -142,10 +167,10 @@ REDIS_URL = envstr("REDIS_URL")
 # A Redis that stops answering fails the request (500, nothing stored) within seconds, instead of
 # holding a web worker until gunicorn's timeout (300 s). Its commands take well under a
 # millisecond when it answers. (django-redis would take 0 as "no timeout": refused.)
-REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", 2)
-REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 5)
-if min(REDIS_CONNECT_TIMEOUT, REDIS_SOCKET_TIMEOUT) <= 0:
-    raise ImproperlyConfigured("REDIS_CONNECT_TIMEOUT and REDIS_SOCKET_TIMEOUT must be positive numbers of seconds")
+REDIS_CONNECT_TIMEOUT = envfloat("REDIS_CONNECT_TIMEOUT", 2, above=True)
+REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 5, above=True)
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -268,15 +293,16 @@ SPECTACULAR_SETTINGS = {
 # --- Cezbek ---------------------------------------------------------------------------------
 # Partner secrets at rest: one or more Fernet keys (comma-separated, newest first); any other
 # string is stretched into a key. The development default is derived from SECRET_KEY.
+CEZBEK_ENCRYPTION_KEY_DERIVED = not envlist("CEZBEK_ENCRYPTION_KEY", "")  # `check --deploy` refuses it (cezbek/checks.py)
 CEZBEK_ENCRYPTION_KEYS = envlist("CEZBEK_ENCRYPTION_KEY", "") or [
     base64.urlsafe_b64encode(hashlib.sha256(("cezbek-dev:" + SECRET_KEY).encode()).digest()).decode()
 ]
 CEZBEK_SIGNATURE_MAX_SKEW_SECONDS = 300
 # How often a process checks whether another changed the configuration it caches (cezbek/snapshots.py).
 CEZBEK_CONFIG_CACHE_SECONDS = envfloat("CEZBEK_CONFIG_CACHE_SECONDS", 1.0)
-CEZBEK_RATE_LIMIT_PER_MINUTE = envint("CEZBEK_RATE_LIMIT_PER_MINUTE", 6000)
-CEZBEK_VELOCITY_WINDOW_SECONDS = envint("CEZBEK_VELOCITY_WINDOW_SECONDS", 600)
-CEZBEK_VELOCITY_LIMIT = envdecimal("CEZBEK_VELOCITY_LIMIT", "2000000.00")
+CEZBEK_RATE_LIMIT_PER_MINUTE = envint("CEZBEK_RATE_LIMIT_PER_MINUTE", 6000, above=True)
+CEZBEK_VELOCITY_WINDOW_SECONDS = envint("CEZBEK_VELOCITY_WINDOW_SECONDS", 600, above=True)
+CEZBEK_VELOCITY_LIMIT = envdecimal("CEZBEK_VELOCITY_LIMIT", "2000000.00", above=True)
 
 CEZBEK_SANDBOX_URL = envstr("CEZBEK_SANDBOX_URL", "http://127.0.0.1:8765").rstrip("/")
 CEZBEK_PROVIDER_CONNECT_TIMEOUT = envfloat("CEZBEK_PROVIDER_CONNECT_TIMEOUT", 3.05)
@@ -329,6 +355,9 @@ CEZBEK_READYZ_TIMEOUT = envfloat("CEZBEK_READYZ_TIMEOUT", 2.0)  # seconds, per b
 CEZBEK_LOG_FORMAT = envstr("CEZBEK_LOG_FORMAT", "plain" if DEBUG else "json")
 if CEZBEK_LOG_FORMAT not in ("json", "plain"):
     raise ImproperlyConfigured(f"CEZBEK_LOG_FORMAT must be json or plain, not {CEZBEK_LOG_FORMAT!r}")
+CEZBEK_LOG_LEVEL = envstr("CEZBEK_LOG_LEVEL", "INFO").strip().upper()
+if CEZBEK_LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"CEZBEK_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {CEZBEK_LOG_LEVEL!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -338,7 +367,7 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": CEZBEK_LOG_FORMAT, "filters": ["request_id"]}},
-    "root": {"handlers": ["console"], "level": envstr("CEZBEK_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": CEZBEK_LOG_LEVEL},
     # Django's own console handler (DEBUG only) would print its lines a second time, as plain text.
     "loggers": {"django": {"handlers": [], "level": "INFO"}, "django.db.backends": {"level": "WARNING"}},
 }
@@ -362,7 +391,7 @@ if not DEBUG:
     CSRF_COOKIE_SECURE = True
 
 # --- Payout delivery (DOMAIN.md §4–5) ------------------------------------------------------------
-CEZBEK_BREAKER_FAIL_MAX = envint("CEZBEK_BREAKER_FAIL_MAX", 5)
+CEZBEK_BREAKER_FAIL_MAX = envint("CEZBEK_BREAKER_FAIL_MAX", 5, above=True)
 CEZBEK_BREAKER_RESET_SECONDS = envfloat("CEZBEK_BREAKER_RESET_SECONDS", 30)
 # An unknown outcome is inquired about only after this long: longer than any request can stay
 # in flight (connect + read timeout, with margin), so "no such transfer" really means nothing moved.
@@ -372,7 +401,7 @@ CEZBEK_UNKNOWN_GRACE_SECONDS = envfloat(
 CEZBEK_CALLBACK_WAIT_SECONDS = envfloat("CEZBEK_CALLBACK_WAIT_SECONDS", 45)  # Xenit calls back within 30 s
 CEZBEK_RETRY_BASE_SECONDS = envfloat("CEZBEK_RETRY_BASE_SECONDS", 5)
 CEZBEK_RETRY_MAX_SECONDS = envfloat("CEZBEK_RETRY_MAX_SECONDS", 600)
-CEZBEK_RESOLVE_MAX_CHECKS = envint("CEZBEK_RESOLVE_MAX_CHECKS", 8)
+CEZBEK_RESOLVE_MAX_CHECKS = envint("CEZBEK_RESOLVE_MAX_CHECKS", 8, above=True)
 # A payout SENDING for longer than this lost its worker: it must exceed connect + read timeout.
 CEZBEK_SENDING_STALE_SECONDS = envfloat(
     "CEZBEK_SENDING_STALE_SECONDS", max(60.0, 3 * (CEZBEK_PROVIDER_CONNECT_TIMEOUT + CEZBEK_PROVIDER_READ_TIMEOUT))
@@ -382,7 +411,7 @@ CEZBEK_SWEEP_INTERVAL_SECONDS = envfloat("CEZBEK_SWEEP_INTERVAL_SECONDS", 30)
 # New payouts are delivered in batches (wallets.payouts_deliver, celery-batches): a worker gathers
 # up to this many, or what came within the wait, claims them in one statement and sends them in
 # parallel. The worker's prefetch (concurrency × CELERY_WORKER_PREFETCH_MULTIPLIER) must exceed it.
-CEZBEK_PAYOUT_BATCH_SIZE = envint("CEZBEK_PAYOUT_BATCH_SIZE", 16)
+CEZBEK_PAYOUT_BATCH_SIZE = envint("CEZBEK_PAYOUT_BATCH_SIZE", 16, above=True)
 CEZBEK_PAYOUT_BATCH_WAIT_SECONDS = envfloat("CEZBEK_PAYOUT_BATCH_WAIT_SECONDS", 0.05)
 # A web worker gathers the new payouts its purchases queue, for up to this long and up to
 # CEZBEK_PAYOUT_BATCH_SIZE of them, and queues them as one message (cezbek/gathering.py);
@@ -428,7 +457,7 @@ AWS_SES_REGION_NAME = envstr("AWS_SES_REGION_NAME") or None
 AWS_SES_REGION_ENDPOINT_URL = envstr("AWS_SES_REGION_ENDPOINT_URL") or None
 AWS_SES_CONFIGURATION_SET = envstr("AWS_SES_CONFIGURATION_SET") or None
 # Customer emails (wallets/notifications.py): attempts of one email before it is marked FAILED.
-CEZBEK_EMAIL_MAX_ATTEMPTS = envint("CEZBEK_EMAIL_MAX_ATTEMPTS", 5)
+CEZBEK_EMAIL_MAX_ATTEMPTS = envint("CEZBEK_EMAIL_MAX_ATTEMPTS", 5, above=True)
 # A PENDING customer email untouched this long lost its message (a broker outage at queueing);
 # the email sweeper queues it again. Longer than the longest retry back-off (1 h) plus the time a
 # message held by a dead worker takes to come back (CELERY_VISIBILITY_TIMEOUT, 2 h).
@@ -442,7 +471,7 @@ CEZBEK_WEBHOOK_RETRY_BASE_SECONDS = envfloat("CEZBEK_WEBHOOK_RETRY_BASE_SECONDS"
 CEZBEK_WEBHOOK_RETRY_MAX_SECONDS = envfloat("CEZBEK_WEBHOOK_RETRY_MAX_SECONDS", 3600)
 CEZBEK_WEBHOOK_RETRY_WINDOW_SECONDS = envfloat("CEZBEK_WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600)
 # One run of partners.webhooks_retry_due sends at most this many deliveries, for at most this long.
-CEZBEK_WEBHOOK_DUE_BATCH = envint("CEZBEK_WEBHOOK_DUE_BATCH", 100)
+CEZBEK_WEBHOOK_DUE_BATCH = envint("CEZBEK_WEBHOOK_DUE_BATCH", 100, above=True)
 CEZBEK_WEBHOOK_DUE_BUDGET_SECONDS = envfloat("CEZBEK_WEBHOOK_DUE_BUDGET_SECONDS", 60)
 # Honour HTTP(S)_PROXY / NO_PROXY / REQUESTS_CA_BUNDLE for webhook calls (an egress proxy); off: direct.
 CEZBEK_WEBHOOK_TRUST_ENV = envbool("CEZBEK_WEBHOOK_TRUST_ENV", False)
@@ -450,9 +479,9 @@ CEZBEK_WEBHOOK_TRUST_ENV = envbool("CEZBEK_WEBHOOK_TRUST_ENV", False)
 # --- Batch uploads (DOMAIN.md §9, cashback/batches.py) -------------------------------------------
 from kombu import Exchange, Queue  # noqa: E402
 
-CEZBEK_BATCH_MAX_ROWS = envint("CEZBEK_BATCH_MAX_ROWS", 100_000)
-CEZBEK_BATCH_MAX_BYTES = envint("CEZBEK_BATCH_MAX_BYTES", 32 * 1024 * 1024)
-CEZBEK_BATCH_CHUNK_SIZE = envint("CEZBEK_BATCH_CHUNK_SIZE", 500)  # rows per database transaction
+CEZBEK_BATCH_MAX_ROWS = envint("CEZBEK_BATCH_MAX_ROWS", 100_000, above=True)
+CEZBEK_BATCH_MAX_BYTES = envint("CEZBEK_BATCH_MAX_BYTES", 32 * 1024 * 1024, above=True)
+CEZBEK_BATCH_CHUNK_SIZE = envint("CEZBEK_BATCH_CHUNK_SIZE", 500, above=True)  # rows per database transaction
 CEZBEK_BATCH_STALL_SECONDS = envfloat("CEZBEK_BATCH_STALL_SECONDS", 600)
 # Chunks wait in a queue of their own, so live purchases' payouts never queue behind a big upload;
 # a worker started without -Q consumes both queues.

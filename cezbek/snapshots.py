@@ -42,15 +42,38 @@ def _drop() -> None:
         _generation += 1
 
 
+class NotShared(Exception):
+    """The cache every process shares (settings.SHARED_CACHE) did not answer."""
+
+
 def _publish() -> None:
-    caches[settings.SHARED_CACHE].set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    try:
+        caches[settings.SHARED_CACHE].set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    except Exception as error:
+        _drop()
+        raise NotShared(
+            f"the change is saved, but the other processes could not be told ({_reason(error)}): "
+            "restart them to make them read it"
+        ) from error
     _drop()
 
 
 def config_changed(**_) -> None:
-    """Call after any configuration write (signal receivers do, for model saves and deletes)."""
+    """Call after any configuration write (signal receivers do, for model saves and deletes).
+
+    Inside the write's transaction, the shared cache is asked first: when it does not answer, a
+    change the other processes would never hear of is refused (NotShared) and rolled back.
+    """
+    try:
+        caches[settings.SHARED_CACHE].get(VERSION_KEY)
+    except Exception as error:
+        raise NotShared(f"the cache every process shares did not answer ({_reason(error)}): nothing changed") from error
     _drop()  # this process, at once (even inside an uncommitted transaction)
     transaction.on_commit(_publish)  # every process, once the change is visible
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def reset() -> None:

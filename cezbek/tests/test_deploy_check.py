@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DEVELOPMENT_ONLY = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "CEZBEK_LOG_FORMAT")
+DEVELOPMENT_ONLY = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "CEZBEK_ENCRYPTION_KEY", "CEZBEK_LOG_FORMAT")
 
 
 def environment(**production: str) -> dict:
@@ -44,6 +44,9 @@ def test_check_deploy_refuses_the_development_defaults():
     result = check_deploy(environment())
     assert result.returncode != 0
     output = result.stdout + result.stderr
+    # OPERATIONS.md: the development values are refused, as errors (a plain `check --deploy` fails too)
+    for error in ("cezbek.E001", "cezbek.E002", "cezbek.E003", "cezbek.E004"):
+        assert error in output
     assert "security.W018" in output  # DEBUG on
     assert "security.W009" in output  # the development secret key
     # HSTS, HTTPS, the session and CSRF cookies. The session cookie's warning names the sessions app
@@ -99,3 +102,20 @@ def test_a_postgresql_connect_gives_up_after_a_timeout_unless_the_url_sets_one()
     assert database_options(DATABASE_URL=url) == "{'connect_timeout': 10}"
     assert database_options(DATABASE_URL=url, DATABASE_CONNECT_TIMEOUT="3") == "{'connect_timeout': 3}"
     assert database_options(DATABASE_URL=f"{url}?connect_timeout=5") == "{'connect_timeout': 5}"
+
+
+def test_plain_check_deploy_fails_on_each_development_value_alone():
+    # each development value left in an otherwise production environment, without --fail-level
+    for name, error in (
+        ("DJANGO_DEBUG", "cezbek.E001"),
+        ("DJANGO_SECRET_KEY", "cezbek.E002"),
+        ("DJANGO_ALLOWED_HOSTS", "cezbek.E003"),
+        ("CEZBEK_ENCRYPTION_KEY", "cezbek.E004"),
+    ):
+        env = production()
+        del env[name]
+        result = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0, name
+        assert error in result.stderr, (name, result.stderr)
+    clean = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=production(), capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0, clean.stderr

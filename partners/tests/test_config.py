@@ -375,6 +375,7 @@ INVALID = [
     (_set(("providers", 0, "kind"), "bank"), 'providers[0].kind: must be one of "h2h", "aggregator"'),
     (_set(("wallets", 1, "code"), "lsaja"), "wallets[1].code: must be 2 to 16 upper-case letters, digits or _"),
     (_set(("wallets", 1, "name"), "  "), "wallets[1].name: must not be empty"),
+    (_set(("wallets", 1, "name"), "Go\x00Paid"), "wallets[1].name: must not contain NUL characters"),  # PostgreSQL cannot store it
     # decimals
     (_set(("fees", 1, "flat_fee"), "500.005"), f"fees[1].flat_fee: {DECIMAL}"),
     (_set(("cashback_rules", 0, "min_amount"), 0), f"cashback_rules[0].min_amount: {DECIMAL}"),
@@ -513,4 +514,37 @@ def test_command_refuses_bad_input_with_one_line_and_changes_nothing(db, tmp_pat
         call_command("cezbek_config", "import", str(tmp_path / "missing.json"))
     with pytest.raises(CommandError, match="import needs a FILE"):
         call_command("cezbek_config", "import")
+    assert snapshot() == before
+
+
+def test_a_failed_export_leaves_no_temporary_file_behind(db, tmp_path):
+    config_import(full())
+    (tmp_path / "taken").mkdir()  # the target is a directory: the rename fails after the write
+    with pytest.raises(CommandError, match=r"cannot write .*taken: Is a directory"):
+        call_command("cezbek_config", "export", str(tmp_path / "taken"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # nothing beside it holds the configuration
+
+
+@pytest.fixture
+def shared_cache_down(settings):
+    """The cache every process shares points at a port nothing listens on."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "down": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        },
+    }
+    settings.SHARED_CACHE = "down"
+
+
+def test_import_is_refused_and_changes_nothing_when_the_shared_cache_does_not_answer(db, tmp_path, shared_cache_down):
+    before = snapshot()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(FULL))
+    with pytest.raises(CommandError) as caught:
+        call_command("cezbek_config", "import", str(path))
+    assert str(caught.value).startswith("the cache every process shares did not answer (")
+    assert str(caught.value).endswith("): nothing changed") and "\n" not in str(caught.value)
     assert snapshot() == before

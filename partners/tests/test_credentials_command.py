@@ -98,3 +98,15 @@ def test_bad_input_is_refused_and_changes_nothing(lajada, make_partner):
     with pytest.raises(CommandError, match="^--rotate and --revoke are separate steps"):
         run("LAJADA", "--rotate", "--revoke", other_credential.key_id)
     assert list(PartnerCredential.objects.values_list("key_id", "revoked_at")) == [(other_credential.key_id, None)]
+
+
+def test_nothing_is_issued_or_revoked_when_the_shared_cache_does_not_answer(lajada, settings):
+    # given a key, then the cache every process shares (where they learn of a revocation) unreachable
+    issued = json.loads(run("LAJADA", "--json")[0])
+    settings.CACHES = {**settings.CACHES, "down": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}}
+    settings.SHARED_CACHE = "down"
+    # when an operator issues or revokes a key: one line, and nothing changed
+    for args in (("LAJADA",), ("LAJADA", "--revoke", issued["key_id"])):
+        with pytest.raises(CommandError, match=r"^the cache every process shares did not answer \(.*\): nothing changed$"):
+            run(*args)
+    assert list(PartnerCredential.objects.values_list("key_id", "revoked_at")) == [(issued["key_id"], None)]

@@ -31,6 +31,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cezbek.configuration import config_import
 from cezbek.errors import ValidationFailed
+from cezbek.snapshots import NotShared
 
 VALID_FROM = "2024-01-01T00:00:00+07:00"
 
@@ -126,6 +127,8 @@ class Command(BaseCommand):
             counts = config_import(demo_config())
         except ValidationFailed as error:  # only if the database holds something the demo cannot replace
             raise CommandError(f"demo configuration refused, nothing changed: {error.message}") from None
+        except NotShared as error:
+            raise CommandError(str(error)) from None
         if as_json:
             self.stdout.write(json.dumps(counts))
             return

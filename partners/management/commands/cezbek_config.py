@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cezbek.configuration import SECTIONS, config_export, config_import
 from cezbek.errors import ValidationFailed
+from cezbek.snapshots import NotShared
 
 
 class Command(BaseCommand):
@@ -35,12 +36,16 @@ class Command(BaseCommand):
             self.stdout.write(text, ending="")
             return
         directory = os.path.dirname(os.path.abspath(path))
-        # Written beside the target and renamed: a failed export never leaves half a file.
+        # Written beside the target and renamed: a failed export never leaves half a file, nor the
+        # temporary one (it holds the whole configuration).
+        handle = None
         try:
             with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False, suffix=".tmp") as handle:
                 handle.write(text)
             os.replace(handle.name, path)
         except OSError as error:
+            if handle is not None and os.path.exists(handle.name):
+                os.unlink(handle.name)
             raise CommandError(f"cannot write {path}: {error.strerror or error}") from None
         data = json.loads(text)
         sizes = {section: len(data[section]) for section in SECTIONS}
@@ -70,6 +75,8 @@ class Command(BaseCommand):
             counts = config_import(data)
         except ValidationFailed as error:
             raise CommandError(_one_line(f"{path}: refused, nothing changed: {error.message}")) from None
+        except NotShared as error:
+            raise CommandError(str(error)) from None
         if as_json:
             self.stdout.write(_dumps(counts), ending="")
             return

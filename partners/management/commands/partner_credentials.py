@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from cezbek.errors import NotFound
+from cezbek.snapshots import NotShared
 from partners.models import Partner, PartnerCredential
 from partners.services import credential_issue, credential_revoke
 
@@ -26,10 +27,13 @@ class Command(BaseCommand):
     def handle(self, *args, code, rotate, revoke, as_json, **options):
         if rotate and revoke is not None:
             raise CommandError("--rotate and --revoke are separate steps: rotate first, revoke the old key once the partner uses the new one")
-        if revoke is not None:
-            self._revoke(code, revoke, as_json=as_json)
-        else:
-            self._issue(code, rotate=rotate, as_json=as_json)
+        try:
+            if revoke is not None:
+                self._revoke(code, revoke, as_json=as_json)
+            else:
+                self._issue(code, rotate=rotate, as_json=as_json)
+        except NotShared as error:
+            raise CommandError(str(error)) from None
 
     def _issue(self, code: str, *, rotate: bool, as_json: bool) -> None:
         with transaction.atomic():
