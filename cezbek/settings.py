@@ -118,7 +118,7 @@ WSGI_APPLICATION = "cezbek.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "cezbek" / "templates"],
+        "DIRS": [],  # cezbek/templates is an app's (cezbek, first in INSTALLED_APPS: its admin templates win)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
