@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -32,6 +33,23 @@ class TierLevel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def has_higher(self) -> bool:
+        """Whether a live tier ranks above this one (else this is the top tier)."""
+        return TierLevel.objects.filter(archived=False, rank__gt=self.rank).exclude(pk=self.pk).exists()
+
+    def clean(self) -> None:
+        # The ladder's shape as `cezbek_config import` checks it, so that export → import stays a no-op.
+        if self.archived or self.rank is None:
+            return
+        if self.promote_after is not None and not self.has_higher():
+            raise ValidationError({"promote_after": "Must be empty on the top tier: no tier ranks higher."})
+        if self.pk and self.promote_after is not None:
+            beyond = self.rewards.filter(archived=False, nth__gt=self.promote_after).order_by("nth").first()
+            if beyond is not None:
+                raise ValidationError(
+                    {"promote_after": f"The reward for purchase {beyond.nth} would never be reached: customers move up after {self.promote_after}."}
+                )
+
 
 class RewardRule(models.Model):
     """A fixed reward for the nth purchase within a tier."""
@@ -51,6 +69,18 @@ class RewardRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tier} #{self.nth}: {self.reward}"
+
+    def clean(self) -> None:
+        try:
+            tier = self.tier  # on its tier's page: the tier as edited there, saved or not
+        except TierLevel.DoesNotExist:
+            return  # no tier chosen: the field's own error says so
+        if self.archived or self.nth is None:
+            return
+        if tier.promote_after is not None and self.nth > tier.promote_after and tier.has_higher():
+            raise ValidationError(
+                {"nth": f"{tier.name} promotes after {tier.promote_after} purchases, so purchase {self.nth} is never reached."}
+            )
 
 
 class LoyaltyState(models.Model):

@@ -6,6 +6,8 @@ from django.core.validators import FileExtensionValidator, RegexValidator
 from django.db import models
 
 partner_code_validator = RegexValidator(r"^[A-Z0-9_]{2,32}$", "2 to 32 upper-case letters, digits or _.")
+# The stored form, as `cezbek_config import` takes it (62…, 10 to 15 digits).
+msisdn_validator = RegexValidator(r"^628[0-9]{7,12}$", 'A mobile number in the 62… form, e.g. "628111000001".')
 
 LOGO_EXTENSIONS = ["png", "jpg", "jpeg", "webp"]
 LOGO_MAX_BYTES = 1024 * 1024
@@ -30,7 +32,7 @@ class Partner(models.Model):
     code = models.CharField(max_length=32, unique=True, validators=[partner_code_validator])
     name = models.CharField(max_length=200)
     email = models.EmailField(blank=True)
-    msisdn = models.CharField(max_length=15, blank=True)
+    msisdn = models.CharField(max_length=15, blank=True, validators=[msisdn_validator])
     officer = models.CharField(max_length=200, blank=True)
     address = models.TextField(blank=True)
     webhook_url = models.URLField(blank=True, null=True)

@@ -2,14 +2,18 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+
+# As `cezbek_config import` takes them, so that what the admin accepts exports and imports again.
+code_validator = RegexValidator(r"^[A-Z0-9_]{2,16}$", "2 to 16 upper-case letters, digits or _.")
 
 
 class Wallet(models.Model):
     """A customer e-wallet that receives money: LSAJA, GPAID, JOSVO."""
 
-    code = models.CharField(max_length=16, unique=True)
+    code = models.CharField(max_length=16, unique=True, validators=[code_validator])
     name = models.CharField(max_length=100)
     active = models.BooleanField(default=True)
 
@@ -27,7 +31,7 @@ class Provider(models.Model):
         H2H = "h2h", "Host-to-host"
         AGGREGATOR = "aggregator", "Aggregator"
 
-    code = models.CharField(max_length=16, unique=True)
+    code = models.CharField(max_length=16, unique=True, validators=[code_validator])
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     priority = models.PositiveIntegerField(default=100, help_text="Breaks fee ties: lower wins.")
