@@ -510,6 +510,9 @@ def test_command_refuses_bad_input_with_one_line_and_changes_nothing(db, tmp_pat
     (tmp_path / "broken.json").write_text('{"wallets": [')
     with pytest.raises(CommandError, match=r"broken\.json: not valid JSON: Expecting value: line 1 column 14"):
         call_command("cezbek_config", "import", str(tmp_path / "broken.json"))
+    (tmp_path / "twice.json").write_text('{"wallets": [{"code": "LSAJA", "name": "LinkSaja", "active": true, "active": false}]}')
+    with pytest.raises(CommandError, match=r"twice\.json: not valid JSON: the key 'active' appears twice in one object$"):
+        call_command("cezbek_config", "import", str(tmp_path / "twice.json"))
     with pytest.raises(CommandError, match=r"cannot read .*missing\.json: No such file or directory"):
         call_command("cezbek_config", "import", str(tmp_path / "missing.json"))
     with pytest.raises(CommandError, match="import needs a FILE"):
