@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from django.utils import timezone
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound as NotFoundError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -229,6 +230,8 @@ class CashbackListFilterSerializer(serializers.Serializer):
     created_from = serializers.DateTimeField(required=False)
     created_to = serializers.DateTimeField(required=False)
     cursor = serializers.CharField(required=False)
+    # Read by the paginator; refused here when out of range instead of silently replaced.
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=200)
 
 
 class NewestFirstCursor(CursorPagination):
@@ -236,6 +239,17 @@ class NewestFirstCursor(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def decode_cursor(self, request):
+        """DRF's reading, with a cursor it cannot use refused as a 400 naming `cursor`: DRF answers
+        404 for an undecodable one, and lets a position that is no id through to the query (a 500)."""
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFoundError:
+            cursor = False
+        if cursor is False or (cursor is not None and cursor.position is not None and not (cursor.position.isascii() and cursor.position.isdigit())):
+            raise ValidationFailed.for_field("cursor", "Not a cursor of this list: use a next or previous link as given.")
+        return cursor
 
 
 SIGNED = [

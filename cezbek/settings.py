@@ -98,6 +98,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so every response and log line has a request id (cezbek/middleware.py).
     "cezbek.middleware.RequestIdMiddleware",
+    # Django's HTML error pages (its debug pages under DEBUG) as JSON, outside the admin (API.md).
+    "cezbek.api.exception_handlers.ErrorsAsJsonMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS and JS) served by the app itself: no proxy needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -13,6 +13,8 @@ class DecimalJSONParser(JSONParser):
             return json.loads(stream.read().decode("utf-8"), parse_float=Decimal, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ParseError(f"Malformed JSON: {exc}") from None
+        except RecursionError:  # nested deeper than the interpreter's stack: no purchase looks like that
+            raise ParseError("Malformed JSON: nested too deeply.") from None
 
 
 def _refuse_constant(name: str):
