@@ -1,6 +1,7 @@
 """The OpenAPI schema documents the signing headers, every field and every error (API.md)."""
 
 import json
+import re
 
 import pytest
 
@@ -48,7 +49,14 @@ def test_schema_documents_fields_and_error_codes(schema):
     assert {"200", "201", "409"} <= set(create)
 
 
-def test_swagger_ui_is_served(client, db):
+def test_swagger_ui_is_served_with_its_files_from_the_app_itself(client, db):
     response = client.get("/api/docs/")
     assert response.status_code == 200
-    assert b"swagger" in response.content.lower()
+    page = response.content.decode()
+    assert "swagger" in page.lower()
+    # no CDN: the docs load on a machine without internet (drf-spectacular-sidecar)
+    assert "cdn.jsdelivr.net" not in page and "//unpkg.com" not in page
+    scripts = re.findall(r'src="([^"]+\.js)"', page)
+    assert scripts and all(src.startswith("/static/drf_spectacular_sidecar/") for src in scripts)
+    for src in scripts:
+        assert client.get(src).status_code == 200, src
