@@ -235,6 +235,17 @@ def test_malformed_body_is_a_400_in_error_shape(api, setup, raw):
     assert counts() == before
 
 
+def test_a_key_given_twice_is_refused_not_read_as_its_last_value(api, setup):
+    # json would keep the last: a purchase of 5.00 where the partner's first amount said 100,000.00
+    raw = json.dumps(purchase(amount="100000.00"))[:-1].encode() + b', "amount": "5.00"}'
+    before = counts()
+    response = api.post(PATH, raw=raw)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["fields"]) == ("validation_error", {"body": ["Malformed JSON: the key 'amount' appears twice in one object"]})
+    assert counts() == before
+
+
 def test_inactive_wallet_is_unknown(api, setup, wallets):
     wallets["JOSVO"].active = False
     wallets["JOSVO"].save()

@@ -7,6 +7,7 @@ import tempfile
 
 from django.core.management.base import BaseCommand, CommandError
 
+from cezbek.api.parsers import object_without_repeats
 from cezbek.configuration import SECTIONS, config_export, config_import
 from cezbek.errors import ValidationFailed
 from cezbek.snapshots import NotShared
@@ -68,7 +69,7 @@ class Command(BaseCommand):
         except UnicodeDecodeError:
             raise CommandError(f"{path}: not UTF-8 text") from None
         try:
-            data = json.loads(raw, object_pairs_hook=_object_without_repeats)
+            data = json.loads(raw, object_pairs_hook=object_without_repeats)
         except ValueError as error:
             raise CommandError(f"{path}: not valid JSON: {error}") from None
         try:
@@ -82,17 +83,6 @@ class Command(BaseCommand):
             return
         for section, n in counts.items():
             self.stdout.write(f"{section:15} {n['created']} created, {n['updated']} updated, {n['archived']} archived")
-
-
-def _object_without_repeats(pairs: list[tuple[str, object]]) -> dict:
-    """A JSON object, refused when it names a key twice: json would keep the last one silently,
-    and an operator's file that says `"active": true` and then `false` is a mistake to point at."""
-    data = {}
-    for key, value in pairs:
-        if key in data:
-            raise ValueError(f"the key {key!r} appears twice in one object")
-        data[key] = value
-    return data
 
 
 def _one_line(text: str) -> str:
