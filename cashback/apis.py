@@ -51,13 +51,23 @@ class PartnerRefField(_ParsedField):
     parse = staticmethod(validation.parse_partner_ref)
 
 
+class TextField(serializers.CharField):
+    """A CharField that takes only JSON strings: DRF's turns 5 into "5", so a wallet sent as a
+    number came back as an unknown wallet rather than a wrong type."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class PurchaseInputSerializer(serializers.Serializer):
     partner_ref = PartnerRefField(help_text="Your own reference, 1–64 printable characters, unique per partner.")
     msisdn = MsisdnField(help_text="Indonesian mobile number: +62…, 62… or 0…; stored as 62…, 10–15 digits.")
     email = serializers.EmailField(required=False, allow_blank=True, allow_null=True, max_length=254)
     quantity = QuantityField(help_text="Integer 1 to 10000.")
     amount = AmountField(help_text='Purchase amount in IDR: a string ("750000.00") or number, > 0, ≤ 1000000000.00, 2 decimals at most.')
-    wallet = serializers.CharField(max_length=16, help_text="Active wallet code, case-insensitive: LSAJA, GPAID, JOSVO.")
+    wallet = TextField(max_length=16, help_text="Active wallet code, case-insensitive: LSAJA, GPAID, JOSVO.")
 
     def to_purchase(self) -> services.Purchase:
         data = self.validated_data

@@ -204,6 +204,8 @@ def test_tier_lookup(api, setup):
         ({"partner_ref": "x" * 65}, "partner_ref", "validation_error"),
         ({"partner_ref": "a\nb"}, "partner_ref", "validation_error"),
         ({"wallet": "OVO"}, "wallet", "unknown_wallet"),
+        ({"wallet": 5}, "wallet", "validation_error"),  # a wrong type, not an unknown wallet
+        ({"wallet": ["LSAJA"]}, "wallet", "validation_error"),
     ],
 )
 def test_bad_input_names_the_field_and_stores_nothing(api, setup, overrides, field, code):
