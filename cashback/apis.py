@@ -274,6 +274,14 @@ SIGNED = [
         required=True,
         description="hex HMAC-SHA256 of METHOD\\npath?query\\ntimestamp\\nsha256hex(body), keyed with your secret.",
     ),
+    # A response header (API.md: 429 with Retry-After), documented on the 429 of every signed call.
+    OpenApiParameter(
+        "Retry-After",
+        OpenApiTypes.INT,
+        OpenApiParameter.HEADER,
+        response=[429],
+        description="Seconds until this minute's window ends and the partner's requests are counted afresh.",
+    ),
 ]
 
 
@@ -348,7 +356,7 @@ class CashbackDetailApi(APIView):
         operation_id="cashbacks_retrieve",
         summary="One transaction, with its payout's current state",
         parameters=SIGNED,
-        responses={200: TransactionOutputSerializer, 404: error_response_doc("not_found", "No such transaction of yours."), **ERROR_RESPONSES},
+        responses={200: TransactionOutputSerializer, 404: error_response_doc("not_found", "No such transaction of yours.", "No transaction 'KZI6HHGML23YHTNZ7VMSQGJAUK'."), **ERROR_RESPONSES},
     )
     def get(self, request, kezbek_ref: str):
         txn = selectors.partner_transaction(partner=request.user, kezbek_ref=kezbek_ref)

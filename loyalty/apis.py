@@ -39,7 +39,7 @@ class CustomerTierApi(APIView):
         operation_id="customer_tier",
         summary="The customer's tier with you, expiry applied as of now",
         parameters=SIGNED,
-        responses={200: CustomerTierSerializer, 404: error_response_doc("not_found", "No purchase of this customer with you yet."), **ERROR_RESPONSES},
+        responses={200: CustomerTierSerializer, 404: error_response_doc("not_found", "No purchase of this customer with you yet.", "No loyalty state for 628118770510."), **ERROR_RESPONSES},
     )
     def get(self, request, msisdn: str):
         try:

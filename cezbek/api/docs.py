@@ -30,11 +30,12 @@ ErrorBody = inline_serializer(
 Error = inline_serializer("Error", {"error": ErrorBody})
 
 
-def error_response_doc(code: str, description: str) -> OpenApiResponse:
+def error_response_doc(code: str, description: str, message: str | None = None) -> OpenApiResponse:
+    """One error response; `message` is what the server says, when it is not the description."""
     return OpenApiResponse(
         Error,
         description=description,
-        examples=[OpenApiExample(code, value={"error": {"code": code, "message": description}})],
+        examples=[OpenApiExample(code, value={"error": {"code": code, "message": message or description}})],
     )
 
 
@@ -64,6 +65,16 @@ ERROR_RESPONSES = {
                 ("replayed_request", "This signature was already used."),
             ]
         ],
+    ),
+    405: OpenApiResponse(
+        Error,
+        description="validation_error naming method: this path does not take this HTTP method.",
+        examples=[OpenApiExample("validation_error", value={"error": {"code": "validation_error", "message": 'Method "PUT" not allowed.', "fields": {"method": ['Method "PUT" not allowed.']}}})],
+    ),
+    406: OpenApiResponse(
+        Error,
+        description="validation_error naming accept: the Accept header asks for something other than JSON.",
+        examples=[OpenApiExample("validation_error", value={"error": {"code": "validation_error", "message": "Could not satisfy the request Accept header.", "fields": {"accept": ["Could not satisfy the request Accept header."]}}})],
     ),
     429: OpenApiResponse(Error, description="throttled: too many requests this minute; see the Retry-After header (seconds)."),
     500: OpenApiResponse(Error, description="server_error: never with a stack trace."),

@@ -26,6 +26,8 @@ def test_schema_lists_every_endpoint_with_signing(schema):
             header_params = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
             assert header_params == {"X-Cezbek-Key", "X-Cezbek-Timestamp", "X-Cezbek-Signature"}
             assert {"400", "401", "429", "500"} <= set(operation["responses"])
+            assert operation["responses"]["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+            assert {"405", "406"} <= set(operation["responses"])  # the method and the Accept header, refused as JSON
 
 
 def test_provider_callback_is_documented_with_its_own_token(schema):
