@@ -128,11 +128,7 @@ def _accept(rows: list[BatchRow], partner, purchase_of) -> tuple[list[_Accepted]
             _failed(item.row, unknown_wallet(item.purchase))
         elif earlier is None:
             accepted[ref] = item
-        elif not same_purchase(
-            earlier.stored() if isinstance(earlier, _Accepted) else earlier,
-            item.purchase,
-            item.wallet.id if item.wallet is not None else wallet_id_of(item.purchase),
-        ):
+        elif not same_purchase(earlier.stored() if isinstance(earlier, _Accepted) else earlier, item.purchase, wallet_id_of(item.purchase)):
             _failed(item.row, partner_ref_conflict(ref))
         elif isinstance(earlier, _Accepted):  # a repeat of a row of this chunk: its transaction is not stored yet
             item.row.outcome = O.DUPLICATE

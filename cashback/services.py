@@ -71,31 +71,29 @@ def transaction_record(*, partner, purchase: Purchase) -> tuple[Transaction, boo
     """
     wallet = wallet_active(code=purchase.wallet)
     if wallet is None:
-        return transaction_repeated(partner=partner, purchase=purchase), False
+        # A repeat gets the stored result even when its wallet was deactivated since (DOMAIN.md §3);
+        # only a new purchase is refused for its wallet.
+        existing = transaction_repeated(partner=partner, purchase=purchase, wallet_id=wallet_id_of(purchase))
+        if existing is None:
+            raise unknown_wallet(purchase)
+        return existing, False
     for _ in range(3):
         try:
             return _transaction_insert(partner=partner, purchase=purchase, wallet=wallet), True
         except IntegrityError:
-            existing = Transaction.objects.filter(partner=partner, partner_ref=purchase.partner_ref).first()
-            if existing is None:
-                continue  # a kezbek_ref collision (2^-120): draw again
-            if not same_purchase(existing, purchase, wallet.id):
-                raise partner_ref_conflict(purchase.partner_ref) from None
+            pass
+        existing = transaction_repeated(partner=partner, purchase=purchase, wallet_id=wallet.id)
+        if existing is not None:
             return existing, False
+        # no transaction holds this partner_ref: a kezbek_ref collision (2^-120), drawn again
     raise IntegrityError("could not allocate a kezbek_ref")
 
 
-def transaction_repeated(*, partner, purchase: Purchase) -> Transaction:
-    """The stored transaction that a purchase whose wallet is unknown or inactive repeats.
-
-    A repeat gets the stored result even when its wallet was deactivated since (DOMAIN.md §3: the
-    same partner_ref with the same content, the stored result); the same partner_ref with other
-    content is a conflict; only a new purchase is refused for its wallet.
-    """
+def transaction_repeated(*, partner, purchase: Purchase, wallet_id: int | None) -> Transaction | None:
+    """The stored transaction this purchase repeats; None when its partner_ref is new. The same
+    partner_ref with other content raises Conflict."""
     existing = Transaction.objects.filter(partner=partner, partner_ref=purchase.partner_ref).first()
-    if existing is None:
-        raise unknown_wallet(purchase)
-    if not same_purchase(existing, purchase, wallet_id_of(purchase)):
+    if existing is not None and not same_purchase(existing, purchase, wallet_id):
         raise partner_ref_conflict(purchase.partner_ref)
     return existing
 

@@ -31,8 +31,8 @@ from cashback.models import CashbackRule
 from cezbek.errors import ValidationFailed
 from cezbek.snapshots import config_changed
 from loyalty.models import LoyaltyState, RewardRule, TierLevel
-from partners.models import Partner, partner_code_validator
-from wallets.models import Fee, Provider, Wallet
+from partners.models import Partner, msisdn_validator, partner_code_validator
+from wallets.models import Fee, Provider, Wallet, code_validator
 
 SECTIONS = ("wallets", "providers", "fees", "cashback_rules", "tiers", "rewards", "partners")
 UPSERTED = ("wallets", "providers", "partners")  # by code; never archived by an import
@@ -211,15 +211,11 @@ def _text(max_length: int | None, *, blank: bool = False) -> Parser:
     return parse
 
 
-def _code(max_length: int) -> Parser:
-    pattern = re.compile(rf"^[A-Z0-9_]{{2,{max_length}}}$")
-
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or not pattern.match(value):
-            raise _Invalid(f"must be 2 to {max_length} upper-case letters, digits or _")
-        return value
-
-    return parse
+def _code(value: Any) -> str:
+    """A wallet's or provider's code, by the admin's rule too (wallets.models.code_validator)."""
+    if not isinstance(value, str) or not code_validator.regex.match(value):
+        raise _Invalid("must be 2 to 16 upper-case letters, digits or _")
+    return value
 
 
 def _partner_code(value: Any) -> str:
@@ -259,7 +255,7 @@ def _email(value: Any) -> str:
     return value
 
 
-_MSISDN = re.compile(r"^628[0-9]{7,12}$")
+_MSISDN = msisdn_validator.regex  # the admin's rule too (partners.models)
 
 
 def _msisdn(value: Any) -> str:
@@ -283,17 +279,17 @@ def _url(value: Any) -> str:
 _MONEY = _decimal(low=Decimal("0"), high=MAX_MONEY)
 
 FIELDS: dict[str, dict[str, Parser]] = {
-    "wallets": {"code": _code(16), "name": _text(100), "active": _boolean},
+    "wallets": {"code": _code, "name": _text(100), "active": _boolean},
     "providers": {
-        "code": _code(16),
+        "code": _code,
         "name": _text(100),
         "kind": _choice(*Provider.Kind.values),
         "priority": _integer(0),
         "active": _boolean,
     },
     "fees": {
-        "provider": _code(16),
-        "wallet": _code(16),
+        "provider": _code,
+        "wallet": _code,
         "flat_fee": _MONEY,
         "percent_fee": _decimal(low=Decimal("0"), high=Decimal("100")),
         "active": _boolean,

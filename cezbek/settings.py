@@ -45,9 +45,10 @@ def _number(name: str, default, parse, kind: str, minimum, above: bool):
         return default
     try:
         number = parse(value.strip())
-    except (ValueError, ArithmeticError):
-        number = None
-    if number is None or number != number or number in (float("inf"), float("-inf")):  # NaN and infinities too
+        finite = number == number and number not in (float("inf"), float("-inf"))  # NaN and infinities too
+    except (ValueError, ArithmeticError):  # a signalling NaN raises on comparison
+        finite = False
+    if not finite:
         raise ImproperlyConfigured(f"{name}={value!r}: must be {kind}")
     if number < minimum or (above and number == minimum):
         raise ImproperlyConfigured(f"{name}={value!r}: must be {'more than' if above else 'at least'} {minimum}")
@@ -301,8 +302,9 @@ SPECTACULAR_SETTINGS = {
 # --- Cezbek ---------------------------------------------------------------------------------
 # Partner secrets at rest: one or more Fernet keys (comma-separated, newest first); any other
 # string is stretched into a key. The development default is derived from SECRET_KEY.
-CEZBEK_ENCRYPTION_KEY_DERIVED = not envlist("CEZBEK_ENCRYPTION_KEY", "")  # `check --deploy` refuses it (cezbek/checks.py)
-CEZBEK_ENCRYPTION_KEYS = envlist("CEZBEK_ENCRYPTION_KEY", "") or [
+_ENCRYPTION_KEYS_GIVEN = envlist("CEZBEK_ENCRYPTION_KEY", "")
+CEZBEK_ENCRYPTION_KEY_DERIVED = not _ENCRYPTION_KEYS_GIVEN  # `check --deploy` refuses it (cezbek/checks.py)
+CEZBEK_ENCRYPTION_KEYS = _ENCRYPTION_KEYS_GIVEN or [
     base64.urlsafe_b64encode(hashlib.sha256(("cezbek-dev:" + SECRET_KEY).encode()).digest()).decode()
 ]
 CEZBEK_SIGNATURE_MAX_SKEW_SECONDS = 300

@@ -48,7 +48,7 @@ class NotShared(Exception):
 
 def _publish() -> None:
     try:
-        caches[settings.SHARED_CACHE].set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        _shared().set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
     except Exception as error:
         _drop()
         raise NotShared(
@@ -65,11 +65,16 @@ def config_changed(**_) -> None:
     change the other processes would never hear of is refused (NotShared) and rolled back.
     """
     try:
-        caches[settings.SHARED_CACHE].get(VERSION_KEY)
+        _shared().get(VERSION_KEY)
     except Exception as error:
         raise NotShared(f"the cache every process shares did not answer ({_reason(error)}): nothing changed") from error
     _drop()  # this process, at once (even inside an uncommitted transaction)
     transaction.on_commit(_publish)  # every process, once the change is visible
+
+
+def _shared():
+    """The cache every process shares: Redis, or without it files under the var directory."""
+    return caches[settings.SHARED_CACHE]
 
 
 def _reason(error: Exception) -> str:
@@ -97,7 +102,7 @@ def cached(name: str, load: Callable[[], T]) -> T:
         _check_every = settings.CEZBEK_CONFIG_CACHE_SECONDS
     now = time.monotonic()
     if now - _checked_at >= _check_every:
-        version = caches[settings.SHARED_CACHE].get(VERSION_KEY)
+        version = _shared().get(VERSION_KEY)
         if version != _shared_version:
             _drop()
             _shared_version = version

@@ -14,6 +14,7 @@ from cezbek.errors import CezbekError, Throttled
 logger = logging.getLogger("cezbek.api")
 
 AUTHENTICATE_HEADER = 'Cezbek-HMAC-SHA256 realm="api"'
+AUTHENTICATION_REQUIRED = "Authentication required: sign the request (X-Cezbek-* headers)."
 
 
 def _fields_from_detail(detail) -> dict[str, list[str]]:
@@ -44,7 +45,7 @@ def _as_cezbek_error(exc: Exception) -> CezbekError:
     if isinstance(exc, drf.UnsupportedMediaType):
         return errors.ValidationFailed(str(exc.detail), fields={"content_type": [str(exc.detail)]})
     if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed, drf.PermissionDenied, PermissionDenied)):
-        return errors.AuthenticationFailed("Authentication required: sign the request (X-Cezbek-* headers).")
+        return errors.AuthenticationFailed(AUTHENTICATION_REQUIRED)
     if isinstance(exc, drf.Throttled):
         return errors.Throttled("Too many requests.", retry_after=int(exc.wait or 1))
     if isinstance(exc, (drf.NotFound, Http404)):
@@ -82,7 +83,7 @@ ADMIN_PREFIX = "/admin/"
 
 _STATUS_ERRORS = {  # status -> (code, message, field named)
     400: ("validation_error", "Bad request.", None),
-    401: ("authentication_failed", "Authentication required: sign the request (X-Cezbek-* headers).", None),
+    401: ("authentication_failed", AUTHENTICATION_REQUIRED, None),
     403: ("authentication_failed", "Forbidden.", None),
     404: ("not_found", "Not found.", None),
     405: ("validation_error", "Method not allowed.", "method"),

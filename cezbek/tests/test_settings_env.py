@@ -32,6 +32,7 @@ def settings_read(**env: str) -> subprocess.CompletedProcess:
         ("CEZBEK_VELOCITY_LIMIT", "abc", "CEZBEK_VELOCITY_LIMIT='abc': must be a decimal number"),
         ("CEZBEK_VELOCITY_LIMIT", "NaN", "CEZBEK_VELOCITY_LIMIT='NaN': must be a decimal number"),
         ("CEZBEK_VELOCITY_LIMIT", "Infinity", "CEZBEK_VELOCITY_LIMIT='Infinity': must be a decimal number"),
+        ("CEZBEK_VELOCITY_LIMIT", "sNaN", "CEZBEK_VELOCITY_LIMIT='sNaN': must be a decimal number"),
         ("CEZBEK_VELOCITY_LIMIT", "-5", "CEZBEK_VELOCITY_LIMIT='-5': must be more than 0"),
         ("REDIS_SOCKET_TIMEOUT", "x", "REDIS_SOCKET_TIMEOUT='x': must be a number"),
         ("CEZBEK_READYZ_TIMEOUT", "nan", "CEZBEK_READYZ_TIMEOUT='nan': must be a number"),
